@@ -1,0 +1,75 @@
+/**
+ * Every flag, once: which commands take it, which config path it sets, and its help line.
+ * `--help` is generated from this table, so it cannot drift from what is parsed.
+ */
+export interface FlagSpec {
+  name: string;
+  /** dotted config path, or a command-local key starting with '@' */
+  path: string;
+  type: 'string' | 'boolean' | 'list';
+  help: string;
+  commands: string[];
+  arg?: string;
+}
+
+const ALL = ['curate', 'produce', 'replay'];
+const CURATE = ['curate', 'replay'];
+
+export const FLAGS: FlagSpec[] = [
+  { name: 'config', path: '@config', type: 'string', arg: 'FILE', help: 'JSON config file (defaults < file < SQUEEZE_* env < flags)', commands: ALL },
+  { name: 'brokers', path: 'brokers', type: 'list', arg: 'H:P,...', help: 'Kafka bootstrap servers; without it curate runs embedded', commands: ALL },
+  { name: 'registry', path: 'registry', type: 'string', arg: 'URL', help: 'schema registry URL (Confluent API, e.g. Apicurio .../apis/ccompat/v7)', commands: ALL },
+  { name: 'topic', path: 'topic', type: 'string', arg: 'T', help: 'input topic of raw crawl events (default crawl.raw)', commands: ALL },
+  { name: 'group', path: 'group', type: 'string', arg: 'G', help: 'consumer group (default squeeze-curator)', commands: ['curate'] },
+  { name: 'partitions', path: 'kafka.partitions', type: 'string', arg: 'N', help: 'partitions when squeeze creates a topic (default 6)', commands: ALL },
+  { name: 'input', path: 'input', type: 'string', arg: 'PATH', help: 'JSONL file, WebDataset .tar (or dir of them), or Parquet url/caption metadata', commands: ['curate', 'produce'] },
+  { name: 'demo', path: 'demo', type: 'string', arg: 'N', help: 'curate N generated demo events (embedded, no input needed)', commands: ['curate'] },
+  { name: 'out', path: 'out', type: 'string', arg: 'PATH', help: 'curate/replay: output directory for shards, dead letters and commit records; gen: JSONL file', commands: [...CURATE, 'gen'] },
+  { name: 'models', path: 'models', type: 'string', arg: 'DIR', help: 'model bundle directory (not used by this build\'s stages yet)', commands: CURATE },
+  { name: 'seed', path: 'seed', type: 'string', arg: 'S', help: 'seed for generated data and sampling (default 7)', commands: ['curate', 'replay', 'gen'] },
+  { name: 'batch-size', path: 'batchSize', type: 'string', arg: 'N', help: 'records per batch through the operators (default 128)', commands: CURATE },
+  { name: 'concurrency', path: 'concurrency', type: 'string', arg: 'N', help: 'images decoded at once within a batch (default 4)', commands: CURATE },
+  { name: 'shard-rows', path: 'shard.maxRows', type: 'string', arg: 'N', help: 'rows per shard before it closes (default 1000)', commands: CURATE },
+  { name: 'shard-bytes', path: 'shard.maxBytes', type: 'string', arg: 'N', help: 'bytes per shard before it closes (default 64 MiB)', commands: CURATE },
+  { name: 'idle-ms', path: 'shard.idleMs', type: 'string', arg: 'MS', help: 'close a partition\'s shard after this long without input (default 5000)', commands: CURATE },
+  { name: 'dedup-memory', path: 'dedup.memory', type: 'string', arg: 'N', help: 'pixel hashes remembered per partition (default 100000)', commands: CURATE },
+  { name: 'no-dedup', path: '@no-dedup', type: 'boolean', help: 'keep exact duplicates', commands: CURATE },
+  { name: 'image-format', path: 'output.imageFormat', type: 'string', arg: 'F', help: 'keep | jpeg | webp for stored images (default keep: JPEG/WebP as-is)', commands: CURATE },
+  { name: 'allow-host', path: 'fetch.allowHosts', type: 'list', arg: 'HOST', help: 'host allowed for image_url fetches even if private/loopback', commands: CURATE },
+  { name: 'no-fetch', path: '@no-fetch', type: 'boolean', help: 'never fetch image_url; such events become missing_image', commands: CURATE },
+  { name: 'drain', path: 'drain', type: 'boolean', help: 'Kafka: exit 0 once every partition is committed up to its end', commands: ['curate'] },
+  { name: 'session-timeout-ms', path: 'kafka.sessionTimeoutMs', type: 'string', arg: 'MS', help: 'consumer group session timeout (default 30000)', commands: CURATE },
+  { name: 'from', path: '@from', type: 'string', arg: 'TIME|OFFSETS', help: 'replay start: ISO time, epoch ms, an offset, or p:o,p:o', commands: ['replay'] },
+  { name: 'to', path: '@to', type: 'string', arg: 'TIME|OFFSETS', help: 'replay end (exclusive); default: the end of each partition now', commands: ['replay'] },
+  { name: 'state-from', path: '@state-from', type: 'string', arg: 'DIR', help: 'replay: restore operator state from this earlier output', commands: ['replay'] },
+  { name: 'n', path: '@n', type: 'string', arg: 'N', help: 'number of events to generate', commands: ['gen'] },
+  { name: 'limit', path: '@limit', type: 'string', arg: 'N', help: 'publish at most N records', commands: ['produce'] },
+  { name: 'prometheus-port', path: 'telemetry.prometheusPort', type: 'string', arg: 'PORT', help: 'serve Prometheus metrics on 127.0.0.1:PORT/metrics', commands: CURATE },
+  { name: 'traces', path: 'telemetry.traces', type: 'string', arg: 'none|console', help: 'span export (default none)', commands: CURATE },
+  { name: 'progress', path: 'progress', type: 'string', arg: 'MODE', help: 'auto | tty | json | off (default auto: a live line on a TTY, JSON lines otherwise)', commands: ALL },
+  { name: 'print-config', path: '@print-config', type: 'boolean', help: 'print the effective config (secrets masked) and exit', commands: ALL },
+  { name: 'verbose', path: 'verbose', type: 'boolean', help: 'stack traces and client logs on errors', commands: [...ALL, 'gen'] },
+];
+
+export const COMMANDS: Record<string, string> = {
+  curate: 'curate a topic (with --brokers) or a file / the demo (embedded) into Parquet shards',
+  produce: 'publish a file dataset to a topic as Avro crawl events',
+  gen: 'write a synthetic noisy crawl with ground truth as JSONL: --out FILE --n N [--seed S]',
+  replay: 're-curate a time or offset range of a topic into a new output directory',
+};
+
+export function helpText(command?: string): string {
+  const lines: string[] = [];
+  if (!command) {
+    lines.push('usage: squeeze <command> [flags]', '', 'commands:');
+    for (const [c, h] of Object.entries(COMMANDS)) lines.push(`  ${c.padEnd(9)} ${h}`);
+    lines.push('', 'Run `squeeze <command> --help` for its flags. `npm start` curates a small embedded demo.');
+    return lines.join('\n');
+  }
+  lines.push(`usage: squeeze ${command} [flags]`, `  ${COMMANDS[command]}`, '', 'flags:');
+  for (const f of FLAGS.filter((x) => x.commands.includes(command))) {
+    lines.push(`  ${`--${f.name}${f.arg ? ` ${f.arg}` : ''}`.padEnd(30)} ${f.help}`);
+  }
+  lines.push(`  ${'--help'.padEnd(30)} this text`);
+  return lines.join('\n');
+}

@@ -1,0 +1,248 @@
+/**
+ * The one typed configuration: defaults < config file (JSON) < environment (SQUEEZE_*) < command-line flags.
+ * Validated once at start; `--print-config` prints it with secrets masked.
+ */
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+
+const MiB = 1024 * 1024;
+
+export const ConfigSchema = z
+  .object({
+    brokers: z.array(z.string().regex(/^[^:\s]+:\d+$/, 'broker must look like host:port')).default([]),
+    registry: z.string().default('mock://squeeze'),
+    topic: z.string().min(1).default('crawl.raw'),
+    group: z.string().min(1).default('squeeze-curator'),
+    input: z.string().nullable().default(null),
+    demo: z.number().int().positive().nullable().default(null),
+    out: z.string().nullable().default(null),
+    models: z.string().nullable().default(null),
+    seed: z.number().int().default(7),
+    modelVersion: z.string().default('none'),
+    batchSize: z.number().int().min(1).max(10_000).default(128),
+    concurrency: z.number().int().min(1).max(64).default(4),
+    drain: z.boolean().default(false),
+    verbose: z.boolean().default(false),
+    progress: z.enum(['auto', 'tty', 'json', 'off']).default('auto'),
+    shard: z
+      .object({
+        maxRows: z.number().int().min(1).default(1000),
+        maxBytes: z.number().int().min(1024).default(64 * MiB),
+        maxSpanMs: z.number().int().min(1).default(3_600_000),
+        idleMs: z.number().int().min(10).default(5000),
+        compression: z.enum(['UNCOMPRESSED', 'GZIP', 'SNAPPY']).default('UNCOMPRESSED'),
+      })
+      .default({}),
+    limits: z
+      .object({
+        maxImageBytes: z.number().int().min(1).default(20 * MiB),
+        maxPixels: z.number().int().min(1).default(40_000_000),
+        minSide: z.number().int().min(1).default(32),
+        maxAspect: z.number().min(1).default(8),
+        maxCaptionChars: z.number().int().min(1).default(2000),
+        maxRecordBytes: z.number().int().min(1024).default(32 * MiB),
+        deadLetterBytes: z.number().int().min(0).default(64 * 1024),
+      })
+      .default({}),
+    fetch: z
+      .object({
+        enabled: z.boolean().default(true),
+        timeoutMs: z.number().int().min(1).default(10_000),
+        maxRedirects: z.number().int().min(0).default(3),
+        allowHosts: z.array(z.string()).default([]),
+        concurrency: z.number().int().min(1).default(8),
+        userAgent: z.string().default('squeeze/0.1 (+image-text curation)'),
+      })
+      .default({}),
+    dedup: z
+      .object({
+        exact: z.boolean().default(true),
+        memory: z.number().int().min(1).default(100_000),
+      })
+      .default({}),
+    output: z
+      .object({
+        imageFormat: z.enum(['keep', 'jpeg', 'webp']).default('keep'),
+        quality: z.number().int().min(1).max(100).default(90),
+      })
+      .default({}),
+    kafka: z
+      .object({
+        clientId: z.string().default('squeeze'),
+        partitions: z.number().int().min(1).default(6),
+        sessionTimeoutMs: z.number().int().min(6000).default(30_000),
+        fromBeginning: z.boolean().default(true),
+        manifestTopic: z.string().nullable().default(null),
+        controlTopic: z.string().default('squeeze.control'),
+        ssl: z.boolean().default(false),
+        saslMechanism: z.enum(['plain', 'scram-sha-256', 'scram-sha-512']).nullable().default(null),
+        saslUsername: z.string().nullable().default(null),
+        saslPassword: z.string().nullable().default(null),
+      })
+      .default({}),
+    telemetry: z
+      .object({
+        prometheusPort: z.number().int().min(0).max(65535).nullable().default(null),
+        traces: z.enum(['none', 'console', 'otlp']).default('none'),
+        otlpEndpoint: z.string().nullable().default(null),
+      })
+      .default({}),
+  })
+  .strict();
+
+export type Config = z.infer<typeof ConfigSchema>;
+type Json = string | number | boolean | null | Json[] | { [k: string]: Json };
+
+export class ConfigError extends Error {}
+
+/** Environment variables that map onto config paths. Secrets come from here or the file, never from logs. */
+export const ENV_KEYS: Record<string, string> = {
+  SQUEEZE_BROKERS: 'brokers',
+  SQUEEZE_REGISTRY: 'registry',
+  SQUEEZE_TOPIC: 'topic',
+  SQUEEZE_GROUP: 'group',
+  SQUEEZE_OUT: 'out',
+  SQUEEZE_MODELS: 'models',
+  SQUEEZE_SASL_MECHANISM: 'kafka.saslMechanism',
+  SQUEEZE_SASL_USERNAME: 'kafka.saslUsername',
+  SQUEEZE_SASL_PASSWORD: 'kafka.saslPassword',
+  SQUEEZE_KAFKA_SSL: 'kafka.ssl',
+  SQUEEZE_PROMETHEUS_PORT: 'telemetry.prometheusPort',
+  SQUEEZE_OTLP_ENDPOINT: 'telemetry.otlpEndpoint',
+};
+
+const SECRET_PATHS = ['kafka.saslPassword'];
+
+/** Sets a dotted path in a plain object, creating intermediate objects. */
+export function setPath(target: Record<string, Json>, path: string, value: Json): void {
+  const keys = path.split('.');
+  let node = target;
+  for (const k of keys.slice(0, -1)) {
+    if (typeof node[k] !== 'object' || node[k] === null || Array.isArray(node[k])) node[k] = {};
+    node = node[k] as Record<string, Json>;
+  }
+  node[keys[keys.length - 1]] = value;
+}
+
+function mergeDeep(a: Record<string, Json>, b: Record<string, Json>): Record<string, Json> {
+  const out: Record<string, Json> = { ...a };
+  for (const [k, v] of Object.entries(b)) {
+    const prev = out[k];
+    out[k] =
+      v && typeof v === 'object' && !Array.isArray(v) && prev && typeof prev === 'object' && !Array.isArray(prev)
+        ? mergeDeep(prev as Record<string, Json>, v as Record<string, Json>)
+        : v;
+  }
+  return out;
+}
+
+/** Coerces a string (env or flag) to the type the schema expects at that path. */
+export function coerce(path: string, raw: string): Json {
+  const kind = kindAt(path);
+  if (kind === 'number') {
+    const n = Number(raw);
+    if (!Number.isFinite(n)) throw new ConfigError(`${path} must be a number, got "${raw}"`);
+    return n;
+  }
+  if (kind === 'boolean') {
+    if (/^(1|true|yes|on)$/i.test(raw)) return true;
+    if (/^(0|false|no|off)$/i.test(raw)) return false;
+    throw new ConfigError(`${path} must be true or false, got "${raw}"`);
+  }
+  if (kind === 'array') return raw.split(',').map((s) => s.trim()).filter(Boolean);
+  return raw;
+}
+
+function kindAt(path: string): 'number' | 'boolean' | 'array' | 'string' {
+  let t: z.ZodTypeAny = ConfigSchema;
+  for (const key of path.split('.')) {
+    t = unwrap(t);
+    if (!(t instanceof z.ZodObject)) throw new ConfigError(`unknown config key ${path}`);
+    const next = (t.shape as Record<string, z.ZodTypeAny>)[key];
+    if (!next) throw new ConfigError(`unknown config key ${path}`);
+    t = next;
+  }
+  t = unwrap(t);
+  if (t instanceof z.ZodNumber) return 'number';
+  if (t instanceof z.ZodBoolean) return 'boolean';
+  if (t instanceof z.ZodArray) return 'array';
+  return 'string';
+}
+
+function unwrap(t: z.ZodTypeAny): z.ZodTypeAny {
+  for (;;) {
+    if (t instanceof z.ZodDefault) t = t._def.innerType;
+    else if (t instanceof z.ZodNullable || t instanceof z.ZodOptional) t = t.unwrap();
+    else if (t instanceof z.ZodEffects) t = t.innerType();
+    else return t;
+  }
+}
+
+export interface ConfigSources {
+  file?: string | null;
+  env?: NodeJS.ProcessEnv;
+  /** dotted config path -> raw string value, from flags */
+  flags?: Record<string, string | boolean>;
+}
+
+export function loadConfig(sources: ConfigSources = {}): Config {
+  let merged: Record<string, Json> = {};
+  if (sources.file) {
+    let text: string;
+    try {
+      text = readFileSync(sources.file, 'utf8');
+    } catch (e) {
+      throw new ConfigError(`cannot read config file ${sources.file}: ${(e as Error).message}`);
+    }
+    try {
+      merged = mergeDeep(merged, JSON.parse(text) as Record<string, Json>);
+    } catch (e) {
+      throw new ConfigError(`config file ${sources.file} is not valid JSON: ${(e as Error).message}`);
+    }
+  }
+  const env = sources.env ?? {};
+  const fromEnv: Record<string, Json> = {};
+  for (const [name, path] of Object.entries(ENV_KEYS)) {
+    const v = env[name];
+    if (v !== undefined && v !== '') setPath(fromEnv, path, coerce(path, v));
+  }
+  merged = mergeDeep(merged, fromEnv);
+  const fromFlags: Record<string, Json> = {};
+  for (const [path, v] of Object.entries(sources.flags ?? {})) {
+    setPath(fromFlags, path, typeof v === 'boolean' ? v : coerce(path, v));
+  }
+  merged = mergeDeep(merged, fromFlags);
+  const parsed = ConfigSchema.safeParse(merged);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new ConfigError(`invalid config ${issue.path.join('.') || '(root)'}: ${issue.message}`);
+  }
+  return parsed.data;
+}
+
+/** The config with secrets masked, for --print-config and logs. */
+export function maskedConfig(cfg: Config): Record<string, unknown> {
+  const copy = JSON.parse(JSON.stringify(cfg)) as Record<string, Json>;
+  for (const p of SECRET_PATHS) {
+    const keys = p.split('.');
+    let node: Record<string, Json> | undefined = copy;
+    for (const k of keys.slice(0, -1)) node = node?.[k] as Record<string, Json> | undefined;
+    const last = keys[keys.length - 1];
+    if (node && node[last] != null) node[last] = '***';
+  }
+  return copy;
+}
+
+/** Hash of what decides curation output (operators, limits, seed), not of where it runs. */
+export function configHash(cfg: Config): string {
+  const relevant = {
+    seed: cfg.seed,
+    limits: cfg.limits,
+    dedup: cfg.dedup,
+    output: cfg.output,
+    fetch: { enabled: cfg.fetch.enabled, maxRedirects: cfg.fetch.maxRedirects },
+    modelVersion: cfg.modelVersion,
+  };
+  return createHash('sha256').update(JSON.stringify(relevant)).digest('hex').slice(0, 16);
+}

@@ -1,0 +1,176 @@
+/**
+ * Kafka mode: consume the input topic in a consumer group, curate, and after each commit record
+ * publish the manifest and the dead letters, then commit `end + 1` to the group (DESIGN 5).
+ * Replay uses the same edge with a fresh group, explicit start offsets and an end per partition.
+ */
+import type { Config } from '../config/config';
+import type { DeadLetter } from '../records';
+import {
+  commitOffset,
+  createKafka,
+  ensureTopics,
+  highWatermarks,
+  PartitionedConsumer,
+  type Consumer,
+  type Producer,
+} from '../streams/kafka';
+import { openCodecs, openRegistry, type Codecs } from '../streams/registry-codec';
+import { readCommits } from '../streams/shard-log';
+import type { CommitResult } from '../streams/shard-sink';
+import { Curator } from './curator';
+import { makeFetcher } from './run-files';
+
+export interface KafkaRunOptions {
+  /** replay: first offset per partition (overrides commit records of an empty --out) */
+  startOffsets?: Map<number, number>;
+  /** replay: stop before these offsets */
+  endOffsets?: Map<number, number>;
+  /** replay: use this group id and never commit offsets */
+  replayGroup?: string;
+  /** restore operator state from the commit records of this earlier output */
+  stateFrom?: string;
+  onProgress?: (curator: Curator, lag: number | null) => void;
+  signal?: AbortSignal;
+}
+
+export const dlqTopic = (cfg: Config): string => `${cfg.topic}.dlq`;
+export const manifestTopic = (cfg: Config): string => cfg.kafka.manifestTopic ?? `${cfg.topic}.manifest`;
+
+export async function curateKafka(cfg: Config, opts: KafkaRunOptions = {}): Promise<Curator> {
+  const kafka = createKafka(cfg);
+  const admin = kafka.admin();
+  await admin.connect();
+  const replay = opts.replayGroup !== undefined;
+  await ensureTopics(admin, [
+    { topic: cfg.topic, partitions: cfg.kafka.partitions },
+    { topic: dlqTopic(cfg), partitions: cfg.kafka.partitions },
+    { topic: manifestTopic(cfg), partitions: 1 },
+  ]);
+  const codecs = await openCodecs(openRegistry(cfg.registry), {
+    events: cfg.topic,
+    manifests: manifestTopic(cfg),
+    deadLetters: dlqTopic(cfg),
+  });
+  const producer = kafka.producer({ allowAutoTopicCreation: false, idempotent: true, maxInFlightRequests: 1 });
+  await producer.connect();
+  const consumer = kafka.consumer({
+    groupId: opts.replayGroup ?? cfg.group,
+    sessionTimeout: cfg.kafka.sessionTimeoutMs,
+    heartbeatInterval: Math.max(1000, Math.floor(cfg.kafka.sessionTimeoutMs / 10)),
+    maxBytesPerPartition: 8 * 1024 * 1024,
+    maxBytes: 32 * 1024 * 1024,
+    allowAutoTopicCreation: false,
+  });
+  await consumer.connect();
+
+  let edge: PartitionedConsumer | null = null;
+  const curator: Curator = new Curator(cfg, {
+    decode: codecs.events.decode,
+    fetch: makeFetcher(cfg),
+    onCommit: (r) => afterCommit(r, { producer, consumer, codecs, cfg, commit: !replay }),
+    onFenced: (topic, partition) => void edge?.reset(topic, partition),
+  });
+  edge = new PartitionedConsumer(consumer, cfg.topic, {
+    assign: async (topic, partition) => {
+      const recovered = await curator.assign(topic, partition);
+      if (recovered !== null) return recovered;
+      if (opts.stateFrom) await restoreFrom(curator, opts.stateFrom, topic, partition, opts.startOffsets?.get(partition) ?? 0);
+      return opts.startOffsets?.get(partition) ?? null;
+    },
+    revoke: (topic, partition) => curator.revoke(topic, partition),
+    records: (topic, partition, records) =>
+      curator.push(
+        topic,
+        partition,
+        records.map((r) => ({ coord: { topic, partition, offset: r.offset }, value: r.value })),
+      ),
+    backlogged: () => curator.backlogged,
+    endOffset: (_t, partition) => opts.endOffsets?.get(partition) ?? null,
+  });
+
+  const shutdown = async (): Promise<void> => {
+    await consumer.disconnect().catch(() => undefined);
+    await curator.flush().catch(() => undefined);
+    await curator.close().catch(() => undefined);
+    await producer.disconnect().catch(() => undefined);
+    await admin.disconnect().catch(() => undefined);
+  };
+
+  await edge.start(cfg.kafka.fromBeginning);
+  let lag: number | null = null;
+  try {
+    for (;;) {
+      const done = await Promise.race([
+        curator.finished.then(() => 'finished' as const),
+        sleep(1000, opts.signal).then(() => 'tick' as const),
+      ]);
+      if (done === 'finished' || opts.signal?.aborted) break;
+      const high = await highWatermarks(admin, cfg.topic);
+      const ends = opts.endOffsets ?? high;
+      lag = await outstanding(cfg.out!, cfg.topic, ends, opts.startOffsets);
+      opts.onProgress?.(curator, lag);
+      if ((cfg.drain || replay) && lag === 0) break;
+    }
+  } finally {
+    await shutdown();
+  }
+  return curator;
+}
+
+/** Records between each partition's last commit record and its end, summed (0 when all are committed). */
+async function outstanding(out: string, topic: string, ends: Map<number, number>, starts?: Map<number, number>): Promise<number> {
+  let total = 0;
+  for (const [partition, end] of ends) {
+    const commits = await readCommits(out, topic, partition);
+    const next = commits.length ? commits[commits.length - 1].end_offset + 1 : (starts?.get(partition) ?? 0);
+    total += Math.max(0, end - next);
+  }
+  return total;
+}
+
+async function restoreFrom(curator: Curator, dir: string, topic: string, partition: number, start: number): Promise<void> {
+  const commits = await readCommits(dir, topic, partition);
+  const before = commits.filter((c) => c.end_offset < start).pop();
+  if (before) await curator.restoreState(topic, partition, dir, before);
+}
+
+interface AfterCommit {
+  producer: Producer;
+  consumer: Consumer;
+  codecs: Codecs;
+  cfg: Config;
+  commit: boolean;
+}
+
+async function afterCommit(r: CommitResult, a: AfterCommit): Promise<void> {
+  const { record } = r;
+  if (r.deadLetters.length > 0) {
+    await a.producer.send({
+      topic: dlqTopic(a.cfg),
+      messages: await Promise.all(
+        r.deadLetters.map(async (d: DeadLetter) => ({
+          key: `${d.source_topic}/${d.source_partition}/${d.source_offset}`,
+          value: await a.codecs.deadLetters.encode(d),
+          partition: d.source_partition % a.cfg.kafka.partitions,
+        })),
+      ),
+    });
+  }
+  if (r.manifest) {
+    await a.producer.send({
+      topic: manifestTopic(a.cfg),
+      messages: [{ key: r.manifest.shard_uri, value: await a.codecs.manifests.encode(r.manifest) }],
+    });
+  }
+  if (a.commit) await commitOffset(a.consumer, record.topic, record.partition, record.end_offset + 1);
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal?.addEventListener('abort', () => {
+      clearTimeout(t);
+      resolve();
+    }, { once: true });
+  });
+}

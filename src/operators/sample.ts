@@ -1,0 +1,104 @@
+/**
+ * What flows between operators: batches of samples of one partition, in offset order.
+ * Every input offset stays in the stream as a sample with an outcome, so the sink can account
+ * for each one exactly once (a row, a dead letter or a counted filter decision).
+ */
+import type { Coord, CrawlEvent, DeadReason } from '../records';
+
+export type Outcome =
+  | { kind: 'keep' }
+  | { kind: 'dead'; reason: DeadReason; message: string }
+  | { kind: 'filtered'; reason: string };
+
+/** The decoded image, shared by every later stage (decode once). */
+export interface DecodedImage {
+  format: string;
+  width: number;
+  height: number;
+  /** sha256 of the decoded RGB pixels, hex */
+  pixelHash: string;
+  /** the bytes to store and their mime type */
+  bytes: Buffer;
+  mime: string;
+}
+
+export interface Sample {
+  coord: Coord;
+  /** the record as it arrived (for dead letters) */
+  raw: Buffer | null;
+  /** set when an edge already knows the record is unreadable */
+  rejected: { reason: DeadReason; message: string } | null;
+  event: CrawlEvent | null;
+  image: DecodedImage | null;
+  /** caption after validation and (later) enrichment; the raw one stays in event.caption */
+  caption: string;
+  flags: string[];
+  scores: Record<string, number>;
+  copies: number;
+  outcome: Outcome;
+}
+
+/** Samples of one partition, contiguous in offset order. */
+export interface Batch {
+  topic: string;
+  partition: number;
+  samples: Sample[];
+}
+
+export function newSample(coord: Coord, raw: Buffer | null, rejected: Sample['rejected'] = null): Sample {
+  return {
+    coord,
+    raw,
+    rejected,
+    event: null,
+    image: null,
+    caption: '',
+    flags: [],
+    scores: {},
+    copies: 1,
+    outcome: { kind: 'keep' },
+  };
+}
+
+export const isKept = (s: Sample): boolean => s.outcome.kind === 'keep';
+
+export function kill(s: Sample, reason: DeadReason, message: string): void {
+  s.outcome = { kind: 'dead', reason, message };
+}
+
+export function filter(s: Sample, reason: string): void {
+  s.outcome = { kind: 'filtered', reason };
+}
+
+export const partitionKey = (topic: string, partition: number): string => `${topic}\u0000${partition}`;
+
+/**
+ * Runs `fn` on the kept samples of a batch with bounded concurrency, in place.
+ * An exception from `fn` dead-letters that sample with `reason` instead of failing the batch.
+ */
+export async function forEachKept(
+  batch: Batch,
+  concurrency: number,
+  reason: DeadReason,
+  fn: (s: Sample) => Promise<void> | void,
+): Promise<Batch> {
+  const todo = batch.samples.filter(isKept);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < todo.length) {
+      const s = todo[next++];
+      try {
+        await fn(s);
+      } catch (e) {
+        kill(s, reason, oneLine(e));
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, todo.length) }, worker));
+  return batch;
+}
+
+export function oneLine(e: unknown): string {
+  const msg = e instanceof Error ? e.message : String(e);
+  return msg.replace(/\s+/g, ' ').trim().slice(0, 500);
+}

@@ -1,0 +1,115 @@
+/**
+ * One TypeScript type per record that crosses Kafka or lands in Parquet (DESIGN 2).
+ * `test/records.test.ts` checks these against the Avro schemas in `schemas/`.
+ */
+
+/** Raw crawl event, `schemas/crawl-event.avsc` (DESIGN 2.1). */
+export interface CrawlEvent {
+  id: string;
+  url: string | null;
+  image_url: string | null;
+  image: Buffer | null;
+  caption: string;
+  /** epoch milliseconds */
+  crawl_time: number;
+  source: string | null;
+  attrs: Record<string, string>;
+}
+
+/** Where an input record came from. For files: topic = the file's name, partition 0, offset = record index. */
+export interface Coord {
+  topic: string;
+  partition: number;
+  offset: number;
+}
+
+export const DEAD_REASONS = [
+  'schema_error',
+  'missing_image',
+  'decode_error',
+  'unsupported_format',
+  'image_too_large',
+  'image_too_small',
+  'bad_aspect_ratio',
+  'fetch_blocked',
+  'fetch_failed',
+  'caption_invalid',
+  'id_invalid',
+  'record_too_large',
+  'path_blocked',
+] as const;
+export type DeadReason = (typeof DEAD_REASONS)[number];
+
+/** A dead letter (DESIGN 2.5): every input that cannot be curated. */
+export interface DeadLetter {
+  source_topic: string;
+  source_partition: number;
+  source_offset: number;
+  id: string | null;
+  reason: DeadReason;
+  message: string;
+  /** base64 of the original record bytes, truncated to the configured limit */
+  original_b64: string;
+  original_bytes: number;
+  truncated: boolean;
+  failed_at: number;
+}
+
+export interface Tag {
+  label: string;
+  score: number;
+}
+
+/** Curated row, one per kept sample (DESIGN 2.2). Columns later stages fill are null until they exist. */
+export interface CuratedRow {
+  id: string;
+  source_topic: string;
+  source_partition: number;
+  source_offset: number;
+  image: Buffer;
+  image_mime: string;
+  width: number;
+  height: number;
+  grid_rows: number | null;
+  grid_cols: number | null;
+  kept_patches: number[] | null;
+  keep_ratio: number | null;
+  caption: string;
+  caption_raw: string;
+  tags: Tag[] | null;
+  clip_score: number | null;
+  score: number | null;
+  copies: number;
+  image_embedding: number[] | null;
+  text_embedding: number[] | null;
+  model_version: string;
+  config_hash: string;
+  /** epoch milliseconds */
+  curated_at: number;
+  attrs: Record<string, string>;
+}
+
+/** Manifest event, `schemas/shard-manifest.avsc` (DESIGN 2.3). */
+export interface ShardManifest {
+  shard_uri: string;
+  rows: number;
+  source_topic: string;
+  source_partition: number;
+  start_offset: number;
+  end_offset: number;
+  created_at: number;
+  model_version: string;
+  config_hash: string;
+  schema_version: number;
+}
+
+/** Control event, `schemas/control.avsc` (DESIGN 2.4): model versions and mixing weights. */
+export interface ControlEvent {
+  kind: 'model_version' | 'mix_weights';
+  model_version: string | null;
+  bundle_uri: string | null;
+  weights: Record<string, number>;
+  bias: number | null;
+  published_at: number;
+  publisher: string | null;
+}

@@ -1,0 +1,131 @@
+/**
+ * Avro encode and decode of every record that crosses Kafka, through @confluentinc/schemaregistry:
+ * the real registry (Apicurio's Confluent-compatible API) in Kafka mode, the library's in-memory
+ * MockClient (`mock://` URLs) in embedded mode. Schemas come from `schemas/*.avsc`.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  AvroDeserializer,
+  AvroSerializer,
+  type Client,
+  SchemaRegistryClient,
+  SerdeType,
+} from '@confluentinc/schemaregistry';
+import type { ControlEvent, CrawlEvent, DeadLetter, ShardManifest } from '../records';
+
+export const SCHEMA_DIR = join(__dirname, '..', '..', '..', 'schemas');
+
+export type SchemaName = 'crawl-event' | 'shard-manifest' | 'control' | 'dead-letter';
+
+export function readSchema(name: SchemaName): string {
+  return readFileSync(join(SCHEMA_DIR, `${name}.avsc`), 'utf8');
+}
+
+export interface Codec<T> {
+  encode(value: T): Promise<Buffer>;
+  decode(bytes: Buffer): Promise<T>;
+}
+
+export function openRegistry(url: string): Client {
+  return SchemaRegistryClient.newClient({ baseURLs: [url], cacheCapacity: 1000 });
+}
+
+/** Registers `schema` under `<topic>-value` (idempotent) and returns a codec bound to that subject. */
+export async function avroCodec<T>(
+  client: Client,
+  topic: string,
+  schema: SchemaName,
+  normalize: (raw: Record<string, unknown>) => T,
+): Promise<Codec<T>> {
+  await client.register(`${topic}-value`, { schemaType: 'AVRO', schema: readSchema(schema) }, false);
+  const ser = new AvroSerializer(client, SerdeType.VALUE, { useLatestVersion: true });
+  const de = new AvroDeserializer(client, SerdeType.VALUE, {});
+  return {
+    encode: (value) => ser.serialize(topic, value),
+    decode: async (bytes) => {
+      if (bytes.length < 5 || bytes[0] !== 0) throw new Error('not Avro with a schema-registry header (magic byte 0)');
+      return normalize((await de.deserialize(topic, bytes)) as Record<string, unknown>);
+    },
+  };
+}
+
+const str = (v: unknown): string | null => (v === null || v === undefined ? null : String(v));
+const num = (v: unknown): number => (typeof v === 'bigint' ? Number(v) : v instanceof Date ? v.getTime() : Number(v));
+function strMap(v: unknown): Record<string, string> {
+  const out: Record<string, string> = {};
+  const entries = v instanceof Map ? [...v.entries()] : Object.entries((v ?? {}) as object);
+  for (const [k, val] of entries) out[String(k)] = String(val);
+  return out;
+}
+
+export function toCrawlEvent(r: Record<string, unknown>): CrawlEvent {
+  return {
+    id: String(r.id),
+    url: str(r.url),
+    image_url: str(r.image_url),
+    image: r.image == null ? null : Buffer.from(r.image as Uint8Array),
+    caption: String(r.caption ?? ''),
+    crawl_time: num(r.crawl_time),
+    source: str(r.source),
+    attrs: strMap(r.attrs),
+  };
+}
+
+export function toManifest(r: Record<string, unknown>): ShardManifest {
+  return {
+    shard_uri: String(r.shard_uri),
+    rows: num(r.rows),
+    source_topic: String(r.source_topic),
+    source_partition: num(r.source_partition),
+    start_offset: num(r.start_offset),
+    end_offset: num(r.end_offset),
+    created_at: num(r.created_at),
+    model_version: String(r.model_version),
+    config_hash: String(r.config_hash),
+    schema_version: num(r.schema_version),
+  };
+}
+
+export function toDeadLetter(r: Record<string, unknown>): DeadLetter {
+  return {
+    source_topic: String(r.source_topic),
+    source_partition: num(r.source_partition),
+    source_offset: num(r.source_offset),
+    id: str(r.id),
+    reason: String(r.reason) as DeadLetter['reason'],
+    message: String(r.message),
+    original_b64: String(r.original_b64),
+    original_bytes: num(r.original_bytes),
+    truncated: Boolean(r.truncated),
+    failed_at: num(r.failed_at),
+  };
+}
+
+export function toControl(r: Record<string, unknown>): ControlEvent {
+  const weights: Record<string, number> = {};
+  for (const [k, v] of Object.entries(strMap(r.weights))) weights[k] = Number(v);
+  return {
+    kind: String(r.kind) as ControlEvent['kind'],
+    model_version: str(r.model_version),
+    bundle_uri: str(r.bundle_uri),
+    weights,
+    bias: r.bias == null ? null : num(r.bias),
+    published_at: num(r.published_at),
+    publisher: str(r.publisher),
+  };
+}
+
+export interface Codecs {
+  events: Codec<CrawlEvent>;
+  manifests: Codec<ShardManifest>;
+  deadLetters: Codec<DeadLetter>;
+}
+
+export async function openCodecs(client: Client, topics: { events: string; manifests: string; deadLetters: string }): Promise<Codecs> {
+  return {
+    events: await avroCodec(client, topics.events, 'crawl-event', toCrawlEvent),
+    manifests: await avroCodec(client, topics.manifests, 'shard-manifest', toManifest),
+    deadLetters: await avroCodec(client, topics.deadLetters, 'dead-letter', toDeadLetter),
+  };
+}

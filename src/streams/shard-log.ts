@@ -1,0 +1,156 @@
+/**
+ * The on-disk layout of an output directory and its commit records (DESIGN 5).
+ * Commit records are the source of truth: a shard, dead-letter file or state file that no commit
+ * record names does not exist, and is deleted on recovery.
+ *
+ *   <out>/topic=<t>/partition=<p>/<start>-<end>.parquet      curated rows
+ *   <out>/_dlq/topic=<t>/partition=<p>/<start>-<end>.jsonl   dead letters
+ *   <out>/_state/topic=<t>/partition=<p>/<start>.json.gz     operator state after <end>
+ *   <out>/_commits/topic=<t>/partition=<p>/<start>.json      commit record, created exclusively
+ */
+import { constants as fsc, promises as fs } from 'node:fs';
+import { gunzipSync } from 'node:zlib';
+import { join } from 'node:path';
+
+export const COMMIT_VERSION = 1;
+
+export interface CommitRecord {
+  version: number;
+  topic: string;
+  partition: number;
+  start_offset: number;
+  end_offset: number;
+  /** input records in [start, end] (offsets may have gaps, e.g. transaction markers) */
+  records: number;
+  rows: number;
+  dead: number;
+  filtered: number;
+  dead_by_reason: Record<string, number>;
+  filtered_by_reason: Record<string, number>;
+  /** every filtered offset, so audits can account for each input exactly once */
+  filtered_offsets: Record<string, number[]>;
+  /** paths relative to the output directory; null when the shard had none */
+  shard: string | null;
+  shard_bytes: number;
+  dead_letters: string | null;
+  state: string | null;
+  close_reason: string;
+  config_hash: string;
+  model_version: string;
+  schema_version: number;
+  created_at: number;
+}
+
+export class FencedError extends Error {
+  constructor(readonly topic: string, readonly partition: number, readonly start: number) {
+    super(`another curator already committed ${topic}[${partition}] from offset ${start}`);
+  }
+}
+
+export const pad = (n: number): string => String(n).padStart(20, '0');
+export const topicDir = (topic: string): string => `topic=${topic.replace(/[^A-Za-z0-9._-]/g, '_')}`;
+
+export function partitionPaths(out: string, topic: string, partition: number) {
+  const rel = join(topicDir(topic), `partition=${partition}`);
+  return {
+    rel,
+    shards: join(out, rel),
+    dlq: join(out, '_dlq', rel),
+    state: join(out, '_state', rel),
+    commits: join(out, '_commits', rel),
+  };
+}
+
+export const isTemp = (name: string): boolean => name.startsWith('.tmp-');
+
+/** All commit records of a partition, in offset order. */
+export async function readCommits(out: string, topic: string, partition: number): Promise<CommitRecord[]> {
+  const dir = partitionPaths(out, topic, partition).commits;
+  const names = await listDir(dir);
+  const records: CommitRecord[] = [];
+  for (const name of names.filter((n) => n.endsWith('.json') && !isTemp(n)).sort()) {
+    records.push(JSON.parse(await fs.readFile(join(dir, name), 'utf8')) as CommitRecord);
+  }
+  return records;
+}
+
+/** Every partition that has commit records under `out`. */
+export async function listCommittedPartitions(out: string): Promise<{ topic: string; partition: number }[]> {
+  const found: { topic: string; partition: number }[] = [];
+  for (const t of await listDir(join(out, '_commits'))) {
+    for (const p of await listDir(join(out, '_commits', t))) {
+      const recs = await listDir(join(out, '_commits', t, p));
+      const first = recs.find((n) => n.endsWith('.json') && !isTemp(n));
+      if (!first) continue;
+      const rec = JSON.parse(await fs.readFile(join(out, '_commits', t, p, first), 'utf8')) as CommitRecord;
+      found.push({ topic: rec.topic, partition: rec.partition });
+    }
+  }
+  return found;
+}
+
+export interface Recovered {
+  /** first offset not yet reflected in a commit record; null when nothing was committed */
+  nextOffset: number | null;
+  state: Record<string, unknown> | undefined;
+  commits: CommitRecord[];
+  removed: string[];
+}
+
+/** Loads the latest commit, its state, and deletes temporaries and files no commit record names. */
+export async function recoverPartition(out: string, topic: string, partition: number): Promise<Recovered> {
+  const paths = partitionPaths(out, topic, partition);
+  const commits = await readCommits(out, topic, partition);
+  const named = new Set<string>();
+  for (const c of commits) for (const f of [c.shard, c.dead_letters, c.state]) if (f) named.add(join(out, f));
+  const removed: string[] = [];
+  for (const dir of [paths.shards, paths.dlq, paths.state, paths.commits]) {
+    for (const name of await listDir(dir)) {
+      const p = join(dir, name);
+      const orphan = dir === paths.commits ? isTemp(name) : isTemp(name) || !named.has(p);
+      if (orphan) {
+        await fs.rm(p, { force: true });
+        removed.push(p);
+      }
+    }
+  }
+  const latest = commits[commits.length - 1];
+  const state = latest?.state ? await readState(out, latest.state) : undefined;
+  return { nextOffset: latest ? latest.end_offset + 1 : null, state, commits, removed };
+}
+
+export async function readState(out: string, rel: string): Promise<Record<string, unknown>> {
+  return JSON.parse(gunzipSync(await fs.readFile(join(out, rel))).toString('utf8')) as Record<string, unknown>;
+}
+
+async function listDir(dir: string): Promise<string[]> {
+  try {
+    return await fs.readdir(dir);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw e;
+  }
+}
+
+/** Writes a file durably under a temporary name in the same directory and returns that name. */
+export async function writeTemp(dir: string, stem: string, data: Buffer | string): Promise<string> {
+  await fs.mkdir(dir, { recursive: true });
+  const tmp = join(dir, `.tmp-${stem}-${process.pid}-${Math.random().toString(36).slice(2)}`);
+  const fh = await fs.open(tmp, fsc.O_CREAT | fsc.O_WRONLY | fsc.O_TRUNC, 0o644);
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  return tmp;
+}
+
+export async function fsyncDir(dir: string): Promise<void> {
+  const fh = await fs.open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}

@@ -1,0 +1,209 @@
+/**
+ * The Parquet shard sink and its commit protocol (DESIGN 5): write the shard under a temporary
+ * name, fsync, rename to <start>-<end>.parquet; the same for dead letters and operator state; then
+ * create the commit record exclusively (temp + link, which fails if another curator got there first).
+ * Only after that may the caller publish the manifest and commit `end + 1` to Kafka.
+ */
+import { promises as fs } from 'node:fs';
+import { join, relative } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import type { ShardChunk } from '../operators/roll-shards';
+import type { Sample } from '../operators/sample';
+import type { CuratedRow, DeadLetter, ShardManifest } from '../records';
+import { writeRowsParquet, PARQUET_SCHEMA_VERSION } from './parquet-rows';
+import {
+  COMMIT_VERSION,
+  type CommitRecord,
+  FencedError,
+  fsyncDir,
+  pad,
+  partitionPaths,
+  writeTemp,
+} from './shard-log';
+
+export interface ShardSinkOptions {
+  out: string;
+  configHash: string;
+  modelVersion: string;
+  deadLetterBytes: number;
+  compression: 'UNCOMPRESSED' | 'GZIP' | 'SNAPPY';
+  now?: () => number;
+}
+
+export interface CommitResult {
+  record: CommitRecord;
+  manifest: ShardManifest | null;
+  deadLetters: DeadLetter[];
+}
+
+export class ShardSink {
+  private readonly now: () => number;
+  constructor(private readonly o: ShardSinkOptions) {
+    this.now = o.now ?? Date.now;
+  }
+
+  async commit(chunk: ShardChunk): Promise<CommitResult> {
+    const { topic, partition, samples } = chunk;
+    const start = samples[0].coord.offset;
+    const end = samples[samples.length - 1].coord.offset;
+    const paths = partitionPaths(this.o.out, topic, partition);
+    const commitPath = join(paths.commits, `${pad(start)}.json`);
+    if (await exists(commitPath)) throw new FencedError(topic, partition, start);
+
+    const created = this.now();
+    const rows: CuratedRow[] = [];
+    const dead: DeadLetter[] = [];
+    const deadByReason: Record<string, number> = {};
+    const filteredByReason: Record<string, number> = {};
+    const filteredOffsets: Record<string, number[]> = {};
+    for (const s of samples) {
+      const o = s.outcome;
+      if (o.kind === 'keep') rows.push(this.toRow(s, created));
+      else if (o.kind === 'dead') {
+        dead.push(this.toDeadLetter(s, o.reason, o.message, created));
+        deadByReason[o.reason] = (deadByReason[o.reason] ?? 0) + 1;
+      } else {
+        filteredByReason[o.reason] = (filteredByReason[o.reason] ?? 0) + 1;
+        (filteredOffsets[o.reason] ??= []).push(s.coord.offset);
+      }
+    }
+
+    const range = `${pad(start)}-${pad(end)}`;
+    const placed: string[] = [];
+    const place = async (tmp: string, dir: string, name: string): Promise<string> => {
+      const final = join(dir, name);
+      await fs.rename(tmp, final);
+      placed.push(final);
+      return relative(this.o.out, final);
+    };
+
+    let shard: string | null = null;
+    let shardBytes = 0;
+    if (rows.length > 0) {
+      await fs.mkdir(paths.shards, { recursive: true });
+      const tmp = join(paths.shards, `.tmp-${range}-${process.pid}-${Math.random().toString(36).slice(2)}.parquet`);
+      shardBytes = (await writeRowsParquet(tmp, rows, { compression: this.o.compression })).bytes;
+      shard = await place(tmp, paths.shards, `${range}.parquet`);
+    }
+    let deadLetters: string | null = null;
+    if (dead.length > 0) {
+      const tmp = await writeTemp(paths.dlq, range, dead.map((d) => JSON.stringify(d)).join('\n') + '\n');
+      deadLetters = await place(tmp, paths.dlq, `${range}.jsonl`);
+    }
+    const stateTmp = await writeTemp(paths.state, range, gzipSync(JSON.stringify(chunk.state)));
+    const state = await place(stateTmp, paths.state, `${pad(start)}.json.gz`);
+
+    const record: CommitRecord = {
+      version: COMMIT_VERSION,
+      topic,
+      partition,
+      start_offset: start,
+      end_offset: end,
+      records: samples.length,
+      rows: rows.length,
+      dead: dead.length,
+      filtered: samples.length - rows.length - dead.length,
+      dead_by_reason: deadByReason,
+      filtered_by_reason: filteredByReason,
+      filtered_offsets: filteredOffsets,
+      shard,
+      shard_bytes: shardBytes,
+      dead_letters: deadLetters,
+      state,
+      close_reason: chunk.reason,
+      config_hash: this.o.configHash,
+      model_version: this.o.modelVersion,
+      schema_version: PARQUET_SCHEMA_VERSION,
+      created_at: created,
+    };
+    const tmp = await writeTemp(paths.commits, range, JSON.stringify(record, null, 1));
+    try {
+      await fs.link(tmp, commitPath);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      // Lost the race to a curator that now owns this partition: leave its files, remove ours.
+      const winner = JSON.parse(await fs.readFile(commitPath, 'utf8')) as CommitRecord;
+      const theirs = new Set([winner.shard, winner.dead_letters, winner.state].filter(Boolean).map((f) => join(this.o.out, f as string)));
+      for (const p of placed) if (!theirs.has(p)) await fs.rm(p, { force: true });
+      throw new FencedError(topic, partition, start);
+    } finally {
+      await fs.rm(tmp, { force: true });
+    }
+    await fsyncDir(paths.commits);
+
+    const manifest: ShardManifest | null = shard
+      ? {
+          shard_uri: shard,
+          rows: rows.length,
+          source_topic: topic,
+          source_partition: partition,
+          start_offset: start,
+          end_offset: end,
+          created_at: created,
+          model_version: this.o.modelVersion,
+          config_hash: this.o.configHash,
+          schema_version: PARQUET_SCHEMA_VERSION,
+        }
+      : null;
+    return { record, manifest, deadLetters: dead };
+  }
+
+  private toRow(s: Sample, curatedAt: number): CuratedRow {
+    const ev = s.event!;
+    const img = s.image!;
+    const attrs = { ...ev.attrs };
+    if (s.flags.length) attrs.squeeze_flags = s.flags.join(',');
+    return {
+      id: ev.id,
+      source_topic: s.coord.topic,
+      source_partition: s.coord.partition,
+      source_offset: s.coord.offset,
+      image: img.bytes,
+      image_mime: img.mime,
+      width: img.width,
+      height: img.height,
+      grid_rows: null,
+      grid_cols: null,
+      kept_patches: null,
+      keep_ratio: null,
+      caption: s.caption,
+      caption_raw: ev.caption,
+      tags: null,
+      clip_score: null,
+      score: null,
+      copies: s.copies,
+      image_embedding: null,
+      text_embedding: null,
+      model_version: this.o.modelVersion,
+      config_hash: this.o.configHash,
+      curated_at: curatedAt,
+      attrs,
+    };
+  }
+
+  private toDeadLetter(s: Sample, reason: DeadLetter['reason'], message: string, at: number): DeadLetter {
+    const raw = s.raw ?? Buffer.alloc(0);
+    const truncated = raw.length > this.o.deadLetterBytes;
+    return {
+      source_topic: s.coord.topic,
+      source_partition: s.coord.partition,
+      source_offset: s.coord.offset,
+      id: s.event?.id ?? null,
+      reason,
+      message,
+      original_b64: (truncated ? raw.subarray(0, this.o.deadLetterBytes) : raw).toString('base64'),
+      original_bytes: raw.length,
+      truncated,
+      failed_at: at,
+    };
+  }
+}
+
+async function exists(p: string): Promise<boolean> {
+  try {
+    await fs.access(p);
+    return true;
+  } catch {
+    return false;
+  }
+}

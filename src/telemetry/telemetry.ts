@@ -1,0 +1,67 @@
+/**
+ * OpenTelemetry wiring (DESIGN 9): spans per batch per operator (see operators/stage.ts), counters per
+ * stage and reason, lag and commit metrics; a Prometheus endpoint and console traces, both optional.
+ * Instruments are created on first use, after `startTelemetry` has installed the providers.
+ */
+import { metrics, trace, type Counter, type Histogram, type ObservableGauge } from '@opentelemetry/api';
+import { PrometheusExporter } from '@opentelemetry/exporter-prometheus';
+import { MeterProvider } from '@opentelemetry/sdk-metrics';
+import { BasicTracerProvider, ConsoleSpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
+
+export interface TelemetryOptions {
+  prometheusPort: number | null;
+  traces: 'none' | 'console';
+}
+
+export interface Instruments {
+  decisions: Counter;
+  stageSeconds: Histogram;
+  committedRecords: Counter;
+  shardBytes: Counter;
+  lag: ObservableGauge;
+}
+
+let current: Instruments | null = null;
+let lagValue = 0;
+const shutdowns: (() => Promise<void>)[] = [];
+
+export function startTelemetry(o: TelemetryOptions): { prometheusUrl: string | null } {
+  let prometheusUrl: string | null = null;
+  if (o.prometheusPort !== null) {
+    const exporter = new PrometheusExporter({ host: '127.0.0.1', port: o.prometheusPort });
+    const provider = new MeterProvider({ readers: [exporter] });
+    metrics.setGlobalMeterProvider(provider);
+    shutdowns.push(() => provider.shutdown());
+    prometheusUrl = `http://127.0.0.1:${o.prometheusPort}/metrics`;
+  }
+  if (o.traces === 'console') {
+    const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(new ConsoleSpanExporter())] });
+    trace.setGlobalTracerProvider(provider);
+    shutdowns.push(() => provider.shutdown());
+  }
+  current = null;
+  return { prometheusUrl };
+}
+
+export async function stopTelemetry(): Promise<void> {
+  for (const s of shutdowns.splice(0)) await s().catch(() => undefined);
+}
+
+export function instruments(): Instruments {
+  if (current) return current;
+  const meter = metrics.getMeter('squeeze');
+  const lag = meter.createObservableGauge('squeeze_consumer_lag', { description: 'input records not yet in a commit record' });
+  lag.addCallback((r) => r.observe(lagValue));
+  current = {
+    decisions: meter.createCounter('squeeze_decisions_total', { description: 'samples dropped per stage, outcome and reason' }),
+    stageSeconds: meter.createHistogram('squeeze_stage_batch_seconds', { description: 'time per batch per stage', unit: 's' }),
+    committedRecords: meter.createCounter('squeeze_committed_records_total', { description: 'input records in commit records, by decision' }),
+    shardBytes: meter.createCounter('squeeze_shard_bytes_total', { description: 'bytes of committed Parquet shards', unit: 'By' }),
+    lag,
+  };
+  return current;
+}
+
+export function recordLag(n: number): void {
+  lagValue = n;
+}

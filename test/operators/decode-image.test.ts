@@ -1,0 +1,102 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { deflateSync } from 'node:zlib';
+import { firstValueFrom, of } from 'rxjs';
+import sharp from 'sharp';
+import { decodeImage, sniffFormat } from '../../src/operators/decode-image';
+import { newSample, type Sample } from '../../src/operators/sample';
+import { batchOf, event } from '../helpers/samples';
+
+const opts = { maxImageBytes: 2_000_000, maxPixels: 4_000_000, minSide: 32, maxAspect: 8, imageFormat: 'keep' as 'keep' | 'jpeg' | 'webp', quality: 90 };
+
+async function decode(image: Buffer | null, o = opts): Promise<Sample> {
+  const s = newSample({ topic: 't', partition: 0, offset: 0 }, Buffer.from('x'));
+  s.event = event('a', { image });
+  const out = await firstValueFrom(of(batchOf([s])).pipe(decodeImage(o)));
+  return out.samples[0];
+}
+
+const img = (w: number, h: number) => sharp({ create: { width: w, height: h, channels: 3, background: '#3366cc' } });
+const reason = (s: Sample) => (s.outcome.kind === 'dead' ? s.outcome.reason : s.outcome.kind);
+
+function crc32(buf: Buffer): number {
+  let c = ~0;
+  for (const b of buf) {
+    c ^= b;
+    for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0xedb88320 : c >>> 1;
+  }
+  return ~c >>> 0;
+}
+
+/** A PNG that claims width x height: a decompression bomb's header with a tiny body. */
+function pngHeader(width: number, height: number): Buffer {
+  const chunk = (type: string, data: Buffer) => {
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(data.length);
+    const crc = Buffer.alloc(4);
+    crc.writeUInt32BE(crc32(Buffer.concat([Buffer.from(type), data])));
+    return Buffer.concat([len, Buffer.from(type), data, crc]);
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(width, 0);
+  ihdr.writeUInt32BE(height, 4);
+  ihdr[8] = 8;
+  ihdr[9] = 2;
+  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr), chunk('IDAT', deflateSync(Buffer.alloc(10))), chunk('IEND', Buffer.alloc(0))]);
+}
+
+test('decodes a JPEG once: size, format, pixel hash, stored bytes kept as-is', async () => {
+  const jpeg = await img(120, 80).jpeg().toBuffer();
+  const s = await decode(jpeg);
+  assert.equal(s.outcome.kind, 'keep');
+  assert.equal(s.image!.width, 120);
+  assert.equal(s.image!.height, 80);
+  assert.equal(s.image!.mime, 'image/jpeg');
+  assert.ok(s.image!.bytes.equals(jpeg));
+  assert.match(s.image!.pixelHash, /^[0-9a-f]{64}$/);
+});
+
+test('PNG is re-encoded as JPEG; the same pixels hash the same whatever the container', async () => {
+  const png = await img(64, 64).png().toBuffer();
+  const tiff = await img(64, 64).tiff({ compression: 'lzw' }).toBuffer();
+  const a = await decode(png);
+  const b = await decode(tiff);
+  assert.equal(a.image!.mime, 'image/jpeg');
+  assert.equal(a.image!.pixelHash, b.image!.pixelHash);
+  const c = await decode(await img(64, 64).png().toBuffer(), { ...opts, imageFormat: 'webp' });
+  assert.equal(c.image!.mime, 'image/webp');
+});
+
+test('bad images end as dead letters with stable reasons', async () => {
+  const jpeg = await img(100, 100).jpeg().toBuffer();
+  const cases: [string, Buffer, string][] = [
+    ['truncated JPEG', jpeg.subarray(0, Math.floor(jpeg.length / 2)), 'decode_error'],
+    ['random bytes with a JPEG magic', Buffer.concat([Buffer.from([0xff, 0xd8, 0xff]), Buffer.alloc(500, 7)]), 'decode_error'],
+    ['plain garbage', Buffer.from('hello, not an image at all'), 'decode_error'],
+    ['SVG', Buffer.from('<svg xmlns="http://www.w3.org/2000/svg" width="100" height="100"><rect width="100" height="100"/></svg>'), 'unsupported_format'],
+    ['decompression bomb header', pngHeader(50_000, 50_000), 'image_too_large'],
+    ['tiny', await img(8, 8).png().toBuffer(), 'image_too_small'],
+    ['extreme aspect', await img(900, 40).png().toBuffer(), 'bad_aspect_ratio'],
+    ['empty', Buffer.alloc(0), 'missing_image'],
+  ];
+  for (const [name, bytes, want] of cases) {
+    const s = await decode(bytes);
+    assert.equal(reason(s), want, name);
+    if (s.outcome.kind === 'dead') assert.ok(s.outcome.message.length > 0, `${name} has a message`);
+  }
+});
+
+test('bytes over the limit are rejected before decoding', async () => {
+  const png = await img(200, 200).png().toBuffer();
+  const s = await decode(png, { ...opts, maxImageBytes: 100 });
+  assert.equal(reason(s), 'image_too_large');
+});
+
+test('sniffFormat recognises the accepted formats and SVG', async () => {
+  assert.equal(sniffFormat(await img(40, 40).jpeg().toBuffer()), 'jpeg');
+  assert.equal(sniffFormat(await img(40, 40).png().toBuffer()), 'png');
+  assert.equal(sniffFormat(await img(40, 40).webp().toBuffer()), 'webp');
+  assert.equal(sniffFormat(await img(40, 40).gif().toBuffer()), 'gif');
+  assert.equal(sniffFormat(Buffer.from('  <?xml version="1.0"?><svg/>')), 'svg');
+  assert.equal(sniffFormat(Buffer.from('nothing')), null);
+});
