@@ -62,7 +62,7 @@ export function detectFileInput(input: string): { kind: FileInputKind; files: st
       .filter((n) => n.toLowerCase().endsWith('.tar'))
       .sort()
       .map((n) => path.join(input, n))
-      .filter((p) => fs.statSync(p).isFile());
+      .filter((p) => fs.statSync(p, { throwIfNoEntry: false })?.isFile() === true);
     if (shards.length === 0) throw new Error(`input directory ${input} holds no .tar shards`);
     return { kind: 'webdataset', files: shards };
   }

@@ -28,6 +28,9 @@ import {
   type FileSourceLimits,
 } from './file-source';
 
+/** Member names kept per sample for messages; a pathological sample cannot grow this without bound. */
+const MAX_LISTED_MEMBERS = 32;
+
 interface Part {
   name: string;
   /** null when the member was over its size limit and was skipped */
@@ -122,7 +125,7 @@ async function* readShard(shard: string, records: RecordFactory, limits: FileSou
 async function addMember(sample: Sample, entry: tar.Entry, ext: string, limits: FileSourceLimits): Promise<void> {
   const h = entry.header;
   const size = h.size ?? 0;
-  sample.members.push(h.name);
+  if (sample.members.length < MAX_LISTED_MEMBERS) sample.members.push(h.name);
   const take = async (max: number): Promise<Part> => {
     if (size > max) {
       entry.resume();

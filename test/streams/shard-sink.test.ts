@@ -1,0 +1,88 @@
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import type { ShardChunk } from '../../src/operators/roll-shards';
+import { FencedError, partitionPaths, readCommits, recoverPartition } from '../../src/streams/shard-log';
+import { ShardSink } from '../../src/streams/shard-sink';
+import { duckQuery } from '../helpers/duckdb';
+import { keptSample } from '../helpers/samples';
+
+const sinkAt = (out: string) =>
+  new ShardSink({ out, configHash: 'cfg1', modelVersion: 'm1', deadLetterBytes: 8, compression: 'SNAPPY', now: () => 1_700_000_000_000 });
+
+function chunk(from: number, n: number, partition = 0): ShardChunk {
+  const samples = Array.from({ length: n }, (_, i) => keptSample(from + i, { partition }));
+  samples[1].outcome = { kind: 'dead', reason: 'decode_error', message: 'broken' };
+  samples[1].raw = Buffer.from('0123456789abcdef');
+  samples[2].outcome = { kind: 'filtered', reason: 'duplicate_exact' };
+  return { topic: 'crawl', partition, samples, reason: 'rows', state: { op: { n: from + n } } };
+}
+
+test('commit writes the shard, the dead letters, the state and then the commit record', async () => {
+  const out = mkdtempSync(join(tmpdir(), 'sink-'));
+  const res = await sinkAt(out).commit(chunk(0, 5));
+  const r = res.record;
+  assert.equal(r.start_offset, 0);
+  assert.equal(r.end_offset, 4);
+  assert.deepEqual([r.rows, r.dead, r.filtered, r.records], [3, 1, 1, 5]);
+  assert.deepEqual(r.filtered_offsets, { duplicate_exact: [2] });
+  assert.equal(r.shard, 'topic=crawl/partition=0/00000000000000000000-00000000000000000004.parquet');
+  const rows = await duckQuery(`SELECT source_offset, id, copies, config_hash FROM read_parquet('${join(out, r.shard!)}') ORDER BY 1`);
+  assert.deepEqual(rows.map((x) => x.source_offset), [0, 3, 4]);
+  assert.equal(rows[0].config_hash, 'cfg1');
+  const dlq = readFileSync(join(out, r.dead_letters!), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  assert.equal(dlq.length, 1);
+  assert.equal(dlq[0].reason, 'decode_error');
+  assert.equal(dlq[0].source_offset, 1);
+  assert.equal(dlq[0].truncated, true, 'original bytes are truncated above the limit');
+  assert.equal(Buffer.from(dlq[0].original_b64, 'base64').toString(), '01234567');
+  assert.equal(res.manifest?.rows, 3);
+  assert.equal(res.manifest?.shard_uri, r.shard);
+  const rec = await recoverPartition(out, 'crawl', 0);
+  assert.equal(rec.nextOffset, 5);
+  assert.deepEqual(rec.state, { op: { n: 5 } });
+});
+
+test('recovery deletes temporaries and shards that no commit record names', async () => {
+  const out = mkdtempSync(join(tmpdir(), 'sink-'));
+  const sink = sinkAt(out);
+  await sink.commit(chunk(0, 5));
+  const p = partitionPaths(out, 'crawl', 0);
+  // what a crash between rename and commit record leaves behind
+  writeFileSync(join(p.shards, '00000000000000000005-00000000000000000009.parquet'), 'orphan');
+  writeFileSync(join(p.shards, '.tmp-00000000000000000005-x.parquet'), 'partial');
+  writeFileSync(join(p.dlq, '00000000000000000005-00000000000000000009.jsonl'), '{}');
+  writeFileSync(join(p.commits, '.tmp-00000000000000000005'), '{}');
+  const rec = await recoverPartition(out, 'crawl', 0);
+  assert.equal(rec.nextOffset, 5);
+  assert.equal(rec.removed.length, 4);
+  assert.deepEqual(readdirSync(p.shards), ['00000000000000000000-00000000000000000004.parquet']);
+  assert.equal(readdirSync(p.commits).length, 1);
+});
+
+test('a second commit of the same start offset is fenced and leaves the winner intact', async () => {
+  const out = mkdtempSync(join(tmpdir(), 'sink-'));
+  const a = sinkAt(out);
+  const b = sinkAt(out);
+  const first = await a.commit(chunk(10, 5));
+  await assert.rejects(b.commit(chunk(10, 8)), FencedError);
+  assert.ok(existsSync(join(out, first.record.shard!)), 'the winner keeps its shard');
+  const commits = await readCommits(out, 'crawl', 0);
+  assert.equal(commits.length, 1);
+  assert.equal(commits[0].end_offset, 14);
+  const rec = await recoverPartition(out, 'crawl', 0);
+  assert.equal(rec.removed.length, 0);
+});
+
+test('a chunk with no kept rows still commits its range with no shard file', async () => {
+  const out = mkdtempSync(join(tmpdir(), 'sink-'));
+  const c = chunk(0, 3);
+  c.samples[0].outcome = { kind: 'filtered', reason: 'duplicate_exact' };
+  const res = await sinkAt(out).commit(c);
+  assert.equal(res.record.shard, null);
+  assert.equal(res.manifest, null);
+  assert.equal(res.record.rows + res.record.dead + res.record.filtered, 3);
+  assert.equal((await recoverPartition(out, 'crawl', 0)).nextOffset, 3);
+});
