@@ -53,7 +53,8 @@ die() { log "ERROR: $*"; exit 1; }
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
-# Serialise concurrent invocations (parallel CI jobs sharing one cache).
+# Serialise concurrent invocations (parallel CI jobs sharing one cache). The lock fd (9) is
+# closed for the long-running JVMs, otherwise they would hold the lock until they exit.
 lock() {
   mkdir -p "$CACHE"
   if command -v flock >/dev/null 2>&1; then
@@ -186,7 +187,7 @@ live_pid() {
   local f="$1" marker="$2" pid
   [[ -f "$f" ]] || return 1
   pid="$(cat "$f" 2>/dev/null)"; [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-  kill -0 "$pid" 2>/dev/null || return 1
+  alive "$pid" || return 1
   if [[ -r "/proc/$pid/cmdline" ]]; then
     tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$marker" || return 1
   fi
@@ -262,7 +263,7 @@ start_kafka() {
       -XX:+ExplicitGCInvokesConcurrent -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
       -Dlog4j.configuration="file:$cfg/log4j.properties" -Dkafka.logs.dir="$LOGS" \
       -cp "$cp" kafka.Kafka "$cfg/server.properties" \
-      >"$LOGS/kafka.out" 2>&1 </dev/null &
+      >"$LOGS/kafka.out" 2>&1 </dev/null 9>&- &
   echo $! >"$KAFKA_PID"
 }
 
@@ -275,31 +276,48 @@ start_registry() {
       -Dapicurio.rest.deletion.artifact.enabled=true \
       -Dapicurio.rest.deletion.artifact-version.enabled=true \
       -Dapicurio.rest.deletion.group.enabled=true \
-      -jar "$jar" >"$LOGS/registry.log" 2>&1 </dev/null) &
+      -jar "$jar" >"$LOGS/registry.log" 2>&1 </dev/null) 9>&- &
   echo $! >"$REGISTRY_PID"
 }
 
-# wait_ready NAME PIDFUNC READYFUNC T0
-wait_ready() {
-  local name="$1" pidf="$2" readyf="$3" t0="$4" deadline
+# Poll both services together until both are ready; sets KAFKA_READY_S / REGISTRY_READY_S
+# (seconds from each launch). On death or timeout: print the logs and return 1.
+wait_both_ready() {
+  local tk="$1" tr="$2" deadline
+  KAFKA_READY_S=""; REGISTRY_READY_S=""
   deadline=$(( $(date +%s) + START_TIMEOUT ))
-  while :; do
-    if ! "$pidf" >/dev/null; then
-      show_logs 30; log "$name exited during startup"; return 1
+  while [[ -z "$KAFKA_READY_S" || -z "$REGISTRY_READY_S" ]]; do
+    if [[ -z "$KAFKA_READY_S" ]]; then
+      kafka_pid >/dev/null || { show_logs 30; log "Kafka exited during startup"; return 1; }
+      kafka_ready && KAFKA_READY_S="$(elapsed "$tk")"
     fi
-    if "$readyf"; then return 0; fi
+    if [[ -z "$REGISTRY_READY_S" ]]; then
+      registry_pid >/dev/null || { show_logs 30; log "Apicurio Registry exited during startup"; return 1; }
+      registry_ready && REGISTRY_READY_S="$(elapsed "$tr")"
+    fi
+    [[ -n "$KAFKA_READY_S" && -n "$REGISTRY_READY_S" ]] && break
     if (( $(date +%s) >= deadline )); then
-      show_logs 30; log "$name not ready after ${START_TIMEOUT}s"; return 1
+      show_logs 30
+      [[ -z "$KAFKA_READY_S" ]] && log "Kafka not ready after ${START_TIMEOUT}s"
+      [[ -z "$REGISTRY_READY_S" ]] && log "Apicurio Registry not ready after ${START_TIMEOUT}s"
+      return 1
     fi
-    sleep 0.5
+    sleep 0.25
   done
+}
+
+# alive and not a zombie (some container inits never reap orphans)
+alive() {
+  kill -0 "$1" 2>/dev/null || return 1
+  [[ -r "/proc/$1/stat" ]] || return 0
+  [[ "$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null)" != Z ]]
 }
 
 stop_one() {
   local name="$1" pid="$2" deadline
   kill -TERM "$pid" 2>/dev/null || return 0
   deadline=$(( $(date +%s) + STOP_TIMEOUT ))
-  while kill -0 "$pid" 2>/dev/null; do
+  while alive "$pid"; do
     if (( $(date +%s) >= deadline )); then
       log "$name (pid $pid) still running after ${STOP_TIMEOUT}s, sending SIGKILL"
       kill -KILL "$pid" 2>/dev/null || true
@@ -334,18 +352,15 @@ cmd_start() {
   mkdir -p "$RUN/kafka-data" "$LOGS"
 
   local rv tk tr; rv="$(registry_version)"
-  tk="$(now)"; start_kafka
   tr="$(now)"; start_registry
+  tk="$(now)"; start_kafka
   log "started Kafka $KAFKA_VERSION (pid $(cat "$KAFKA_PID")) and Apicurio Registry $rv (pid $(cat "$REGISTRY_PID")); waiting up to ${START_TIMEOUT}s each"
 
-  if ! wait_ready "Apicurio Registry" registry_pid registry_ready "$tr"; then cmd_stop; exit 1; fi
-  local dr; dr="$(elapsed "$tr")"
-  if ! wait_ready "Kafka" kafka_pid kafka_ready "$tk"; then cmd_stop; exit 1; fi
-  local dk; dk="$(elapsed "$tk")"
+  if ! wait_both_ready "$tk" "$tr"; then cmd_stop; exit 1; fi
   # the startup banner follows the socket opening by a few ms; wait for it briefly for the record
   local i; for i in 1 2 3 4 5 6 7 8 9 10; do grep -q "Kafka Server started" "$LOGS/kafka.log" 2>/dev/null && break; sleep 0.2; done
 
-  log "Kafka ready after ${dk}s, Apicurio Registry ready after ${dr}s (logs: $LOGS)"
+  log "Kafka ready after ${KAFKA_READY_S}s, Apicurio Registry ready after ${REGISTRY_READY_S}s (logs: $LOGS)"
   echo "Kafka $KAFKA_VERSION          bootstrap servers: $BROKERS"
   echo "Apicurio Registry $rv   ccompat URL:       $REGISTRY_URL"
   echo "Use:  eval \"\$($0 env)\""
@@ -354,8 +369,8 @@ cmd_start() {
 cmd_status() {
   local ok=0 kp rp rv kinfo rinfo; rv="$(registry_version)"
   kp="$(kafka_pid || true)"; rp="$(registry_pid || true)"
-  if [[ -n "$kp" ]]; then kinfo="pid $kp, rss $(rss_mib "$kp") MiB, kafka $KAFKA_VERSION"; else kinfo="not started by this script"; fi
-  if [[ -n "$rp" ]]; then rinfo="pid $rp, rss $(rss_mib "$rp") MiB, apicurio $rv"; else rinfo="not started by this script"; fi
+  if [[ -n "$kp" ]]; then kinfo="pid $kp, rss $(rss_mib "$kp") MiB, kafka $KAFKA_VERSION"; else kinfo="no process started by this script"; fi
+  if [[ -n "$rp" ]]; then rinfo="pid $rp, rss $(rss_mib "$rp") MiB, apicurio $rv"; else rinfo="no process started by this script"; fi
   if kafka_ready; then echo "kafka:    READY  $BROKERS  ($kinfo)"; else echo "kafka:    DOWN   $BROKERS  ($kinfo)"; ok=1; fi
   if registry_ready; then echo "registry: READY  $REGISTRY_URL  ($rinfo)"; else echo "registry: DOWN   $REGISTRY_URL  ($rinfo)"; ok=1; fi
   return $ok

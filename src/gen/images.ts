@@ -11,17 +11,25 @@ export type ImageFormat = 'jpeg' | 'png' | 'webp';
 
 export const FORMAT_EXT: Readonly<Record<ImageFormat, string>> = { jpeg: 'jpg', png: 'png', webp: 'webp' };
 
-/** Encodes raw RGB pixels. `quality` applies to JPEG and WebP. */
-export function encodeRaw(raw: Buffer, width: number, height: number, format: ImageFormat, quality: number): Promise<Buffer> {
-  return encode(sharp(raw, { raw: { width, height, channels: 3 } }), format, quality);
+/** Encodes raw opaque pixels (3 or 4 channels; alpha is dropped). `quality` applies to JPEG and WebP. */
+export function encodeRaw(
+  raw: Buffer,
+  width: number,
+  height: number,
+  format: ImageFormat,
+  quality: number,
+  channels: 3 | 4 = 4,
+): Promise<Buffer> {
+  const img = sharp(raw, { raw: { width, height, channels } });
+  return encode(channels === 4 ? img.removeAlpha() : img, format, quality);
 }
 
 function encode(img: sharp.Sharp, format: ImageFormat, quality: number): Promise<Buffer> {
   switch (format) {
     case 'jpeg':
-      return img.jpeg({ quality }).toBuffer();
+      return img.jpeg({ quality, optimiseCoding: false }).toBuffer();
     case 'webp':
-      return img.webp({ quality }).toBuffer();
+      return img.webp({ quality, effort: 0 }).toBuffer();
     case 'png':
       return img.png({ compressionLevel: 6 }).toBuffer();
   }

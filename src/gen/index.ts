@@ -362,7 +362,7 @@ class Planner {
         const c = [rng.int(0, 255), rng.int(0, 255), rng.int(0, 255)];
         const raw = Buffer.alloc(w * h * 3);
         for (let p = 0; p < raw.length; p++) raw[p] = Math.max(0, Math.min(255, c[p % 3]! + rng.int(-10, 10)));
-        return encodeRaw(raw, w, h, 'jpeg', 85).then((b) =>
+        return encodeRaw(raw, w, h, 'jpeg', 85, 3).then((b) =>
           assemble(base, imageUrl, b, caption, misc, { ...noImage, width: w, height: h, format: 'jpeg', background: 'plain' }),
         );
       }

@@ -101,9 +101,9 @@ const UP = -Math.PI / 2;
 function unitShape(kind: ObjectKind, rng: Rng): { rings: Pt[][]; maxTurn: number } {
   switch (kind) {
     case 'circle':
-      return { rings: [regular(64, 1, 0)], maxTurn: 0 };
+      return { rings: [regular(48, 1, 0)], maxTurn: 0 };
     case 'ring':
-      return { rings: [regular(64, 1, 0), regular(64, 0.58, 0).reverse()], maxTurn: 0 };
+      return { rings: [regular(48, 1, 0), regular(40, 0.58, 0).reverse()], maxTurn: 0 };
     case 'square':
       return { rings: [regular(4, Math.SQRT2, Math.PI / 4)], maxTurn: 0.2 };
     case 'diamond':
@@ -125,8 +125,8 @@ function unitShape(kind: ObjectKind, rng: Rng): { rings: Pt[][]; maxTurn: number
     }
     case 'heart': {
       const pts: Pt[] = [];
-      for (let i = 0; i < 72; i++) {
-        const t = (2 * Math.PI * i) / 72;
+      for (let i = 0; i < 56; i++) {
+        const t = (2 * Math.PI * i) / 56;
         const x = 16 * Math.sin(t) ** 3;
         const y = 13 * Math.cos(t) - 5 * Math.cos(2 * t) - 2 * Math.cos(3 * t) - Math.cos(4 * t);
         pts.push([x / 16, -y / 16]);
@@ -158,7 +158,7 @@ function unitShape(kind: ObjectKind, rng: Rng): { rings: Pt[][]; maxTurn: number
       const outerFrom = Math.atan2(iy, ix);
       const innerFrom = Math.atan2(iy, ix - d);
       const pts: Pt[] = [];
-      const steps = 40;
+      const steps = 30;
       for (let i = 0; i <= steps; i++) {
         const a = outerFrom + ((2 * Math.PI - 2 * outerFrom) * i) / steps;
         pts.push([Math.cos(a), Math.sin(a)]);
@@ -171,8 +171,8 @@ function unitShape(kind: ObjectKind, rng: Rng): { rings: Pt[][]; maxTurn: number
     }
     case 'flower': {
       const pts: Pt[] = [];
-      for (let i = 0; i < 120; i++) {
-        const a = (2 * Math.PI * i) / 120;
+      for (let i = 0; i < 90; i++) {
+        const a = (2 * Math.PI * i) / 90;
         const r = 0.66 + 0.34 * Math.cos(5 * a);
         pts.push([r * Math.cos(a), r * Math.sin(a)]);
       }
