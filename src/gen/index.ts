@@ -57,7 +57,7 @@ export interface GenOptions {
   dupRate?: number;
   /** crawl_time of event 0 in epoch ms, default 2024-01-01T00:00:00Z; later events follow about 1 s apart */
   startTime?: number;
-  /** images encoded at once; changes speed only, never the output. Default 4 */
+  /** images encoded at once; changes speed only, never the output. Default 6 */
   concurrency?: number;
 }
 
@@ -132,7 +132,7 @@ function checkOptions(opts: GenOptions): Required<GenOptions> {
     badRate: opts.badRate ?? DEFAULT_BAD_RATE,
     dupRate: opts.dupRate ?? DEFAULT_DUP_RATE,
     startTime: opts.startTime ?? DEFAULT_START_TIME,
-    concurrency: opts.concurrency ?? 4,
+    concurrency: opts.concurrency ?? 6,
   };
   if (!Number.isSafeInteger(o.n) || o.n < 0) throw new RangeError(`gen: n must be a whole number >= 0, got ${o.n}`);
   if (!Number.isSafeInteger(o.seed)) throw new RangeError(`gen: seed must be an integer, got ${o.seed}`);
@@ -196,7 +196,7 @@ class Planner {
     const width = rng.int(160, 640);
     const height = rng.int(Math.max(160, Math.ceil(width / 2)), Math.min(640, width * 2));
     const scene = planScene(rng.fork(1), width, height);
-    const fmt = format ?? rng.weighted([['jpeg', 0.8], ['png', 0.1], ['webp', 0.1]] as const);
+    const fmt = format ?? rng.weighted([['jpeg', 0.82], ['png', 0.1], ['webp', 0.08]] as const);
     const quality = rng.int(70, 92);
     // PNGs are clean graphics; JPEG and WebP look like photos, with sensor grain.
     const grain = fmt === 'png' ? 0 : rng.int(8, 18);

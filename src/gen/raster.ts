@@ -16,16 +16,19 @@ const LO = 10;
 const HI = 245;
 export const MAX_GRAIN = 2 * (255 - HI);
 
-const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([0x01020304]).buffer)[0] === 0x04;
+const LITTLE_ENDIAN = new Uint8Array(new Int32Array([0x01020304]).buffer)[0] === 0x04;
 const GRAIN_UNIT = LITTLE_ENDIAN ? 0x010101 : 0x01010100;
 
 function channel(v: number): number {
   return Math.min(HI, Math.max(LO, Math.round(v)));
 }
 
-/** Opaque pixel word for the platform's byte order (RGBA in memory). */
+/**
+ * Opaque pixel word for the platform's byte order (RGBA in memory), as a signed 32-bit integer: V8 keeps
+ * those unboxed, where unsigned words above 2^31 would become doubles.
+ */
 function pack(r: number, g: number, b: number): number {
-  return LITTLE_ENDIAN ? ((255 << 24) | (b << 16) | (g << 8) | r) >>> 0 : ((r << 24) | (g << 16) | (b << 8) | 255) >>> 0;
+  return LITTLE_ENDIAN ? (255 << 24) | (b << 16) | (g << 8) | r : (r << 24) | (g << 16) | (b << 8) | 255;
 }
 
 function packRgb(c: RGB): number {
@@ -41,13 +44,13 @@ function direction(angle: number): [number, number] {
  * Paints the background row by row. Rows with the same `key` are identical, so each distinct row is
  * computed once and copied (plain, checkered, axis-aligned stripes and dots repeat that way).
  */
-function paintBackground(img: Uint32Array, width: number, height: number, bg: Background): void {
+function paintBackground(img: Int32Array, width: number, height: number, bg: Background): void {
   const [c0, c1 = c0, c2 = c1] = bg.colours as [RGB, RGB?, RGB?];
   const p0 = packRgb(c0);
   const p1 = packRgb(c1);
   const p2 = packRgb(c2);
   let key: (y: number) => number = () => -1;
-  let fill: (y: number, row: Uint32Array) => void;
+  let fill: (y: number, row: Int32Array) => void;
   switch (bg.kind) {
     case 'plain':
     case 'speckled':
@@ -62,18 +65,18 @@ function paintBackground(img: Uint32Array, width: number, height: number, bg: Ba
       if (dy === 0) key = () => 0;
       const a = [channel(c0[0]), channel(c0[1]), channel(c0[2])] as const;
       const d = [channel(c1[0]) - a[0], channel(c1[1]) - a[1], channel(c1[2]) - a[2]] as const;
-      // 16.16 fixed point; t stays within [0, 1], so channels stay between the two end colours.
+      // 16.16 fixed point, rounded; t stays within [0, 1], so channels stay between the two end colours.
       fill = (y, row) => {
         const t0 = (y * dy - lo) / span;
         const dt = dx / span;
-        let r = Math.round((a[0] + d[0] * t0) * 65536);
-        let g = Math.round((a[1] + d[1] * t0) * 65536);
-        let b = Math.round((a[2] + d[2] * t0) * 65536);
+        let r = Math.round((a[0] + d[0] * t0 + 0.5) * 65536);
+        let g = Math.round((a[1] + d[1] * t0 + 0.5) * 65536);
+        let b = Math.round((a[2] + d[2] * t0 + 0.5) * 65536);
         const dr = Math.round(d[0] * dt * 65536);
         const dg = Math.round(d[1] * dt * 65536);
         const db = Math.round(d[2] * dt * 65536);
         for (let x = 0; x < width; x++, r += dr, g += dg, b += db) {
-          row[x] = pack(channel(r / 65536), channel(g / 65536), channel(b / 65536));
+          row[x] = pack(r >> 16, g >> 16, b >> 16);
         }
       };
       break;
@@ -112,13 +115,13 @@ function paintBackground(img: Uint32Array, width: number, height: number, bg: Ba
       break;
     }
   }
-  const rows = new Map<number, Uint32Array>();
-  const scratch = new Uint32Array(width);
+  const rows = new Map<number, Int32Array>();
+  const scratch = new Int32Array(width);
   for (let y = 0; y < height; y++) {
     const k = key(y);
     let row = k >= 0 ? rows.get(k) : undefined;
     if (!row) {
-      row = k >= 0 ? new Uint32Array(width) : scratch;
+      row = k >= 0 ? new Int32Array(width) : scratch;
       fill(y, row);
       if (k >= 0) rows.set(k, row);
     }
@@ -138,7 +141,7 @@ function paintBackground(img: Uint32Array, width: number, height: number, bg: Ba
 }
 
 /** Even-odd scanline fill with anti-aliased edges and a light top-to-bottom shading. */
-function fillObject(img: Uint32Array, bytes: Uint8Array, width: number, height: number, o: DrawnObject): void {
+function fillObject(img: Int32Array, bytes: Uint8Array, width: number, height: number, o: DrawnObject): void {
   const [bx, by, bw, bh] = o.box;
   const x0 = Math.max(0, bx);
   const x1 = Math.min(width - 1, bx + bw);
@@ -203,7 +206,7 @@ function fillObject(img: Uint32Array, bytes: Uint8Array, width: number, height: 
 }
 
 /** Sensor-like luma grain in [-amplitude/2, amplitude/2), so photos do not compress like clip art. */
-function addGrain(img: Uint32Array, amplitude: number, seed: number): void {
+function addGrain(img: Int32Array, amplitude: number, seed: number): void {
   const a = Math.min(MAX_GRAIN, amplitude | 0);
   if (a <= 0) return;
   const half = a >> 1;
@@ -227,7 +230,7 @@ function addGrain(img: Uint32Array, amplitude: number, seed: number): void {
 /** Raw 4-channel (RGBA, opaque) pixels of the scene, row-major. */
 export function rasterize(scene: Scene, grain: number, grainSeed: number): Buffer {
   const buf = new ArrayBuffer(scene.width * scene.height * 4);
-  const img = new Uint32Array(buf);
+  const img = new Int32Array(buf);
   const bytes = new Uint8Array(buf);
   paintBackground(img, scene.width, scene.height, scene.background);
   for (const o of scene.objects) fillObject(img, bytes, scene.width, scene.height, o);
