@@ -233,6 +233,9 @@ transaction.state.log.min.isr=1
 transaction.state.log.num.partitions=5
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=$KAFKA_AUTO_CREATE_TOPICS
+# images are large records: allow 16 MiB record batches (clients default to 1 MiB)
+message.max.bytes=16777216
+replica.fetch.max.bytes=16777216
 delete.topic.enable=true
 num.network.threads=2
 num.io.threads=4

@@ -37,6 +37,7 @@ export const FLAGS: FlagSpec[] = [
   { name: 'image-format', path: 'output.imageFormat', type: 'string', arg: 'F', help: 'keep | jpeg | webp for stored images (default keep: JPEG/WebP as-is)', commands: CURATE },
   { name: 'allow-host', path: 'fetch.allowHosts', type: 'list', arg: 'HOST', help: 'host allowed for image_url fetches even if private/loopback', commands: CURATE },
   { name: 'no-fetch', path: '@no-fetch', type: 'boolean', help: 'never fetch image_url; such events become missing_image', commands: CURATE },
+  { name: 'fresh', path: '@fresh', type: 'boolean', help: 'start over: delete --out first (only a directory Squeeze wrote)', commands: ['curate'] },
   { name: 'drain', path: 'drain', type: 'boolean', help: 'Kafka: exit 0 once every partition is committed up to its end', commands: ['curate'] },
   { name: 'session-timeout-ms', path: 'kafka.sessionTimeoutMs', type: 'string', arg: 'MS', help: 'consumer group session timeout (default 30000)', commands: CURATE },
   { name: 'from', path: '@from', type: 'string', arg: 'TIME|OFFSETS', help: 'replay start: ISO time, epoch ms, an offset, or p:o,p:o', commands: ['replay'] },

@@ -8,6 +8,7 @@ import { curateFiles } from '../curate/run-files';
 import { curateKafka } from '../curate/run-kafka';
 import { startTelemetry, stopTelemetry } from '../telemetry/telemetry';
 import { UserError } from './errors';
+import { clearOutput } from './output-dir';
 import { COMMANDS, FLAGS, helpText } from './flags';
 import { printSummary, progressReporter } from './progress';
 import { produceFile } from './produce';
@@ -71,6 +72,7 @@ export async function run(argv: string[]): Promise<number> {
     case 'replay':
       return withTelemetry(cfg, () => replayRange(cfg, local));
     default:
+      if (local.fresh && cfg.out) clearOutput(cfg.out);
       return withTelemetry(cfg, () => curate(cfg));
   }
 }
@@ -115,9 +117,10 @@ export function describeError(e: unknown, verbose: boolean): string {
   const err = e as Error & { name?: string; code?: string };
   if (verbose && err?.stack) return err.stack;
   const msg = (err?.message ?? String(e)).split('\n')[0];
-  if (err?.name?.startsWith('KafkaJS')) {
+  if (/^KafkaJS(Connection|NumberOfRetriesExceeded|BrokerNotFound|Request)/.test(err?.name ?? '')) {
     return `cannot talk to Kafka (${cfgBrokers ?? 'brokers'}): ${msg}`;
   }
+  if (err?.name?.startsWith('KafkaJS')) return `Kafka: ${msg}`;
   if (/ECONNREFUSED|ENOTFOUND|EAI_AGAIN/.test(msg) && /registry|ccompat|apis/i.test(`${msg} ${err?.stack ?? ''}`)) {
     return `cannot reach the schema registry: ${msg}`;
   }

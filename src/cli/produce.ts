@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import type { Config } from '../config/config';
 import type { CrawlEvent } from '../records';
 import { openFileSource } from '../streams/file-source';
-import { createKafka, ensureTopics } from '../streams/kafka';
+import { createKafka, ensureTopics, sendChunked } from '../streams/kafka';
 import { avroCodec, openRegistry, toCrawlEvent } from '../streams/registry-codec';
 import { UserError } from './errors';
 
@@ -28,12 +28,14 @@ export async function produceFile(cfg: Config, local: Record<string, string | bo
   const codec = await avroCodec(openRegistry(cfg.registry), cfg.topic, 'crawl-event', toCrawlEvent);
   const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
   await producer.connect();
+  const maxBytes = cfg.kafka.maxMessageBytes;
   let sent = 0;
   let skipped = 0;
+  let tooLarge = 0;
   let pending: { key: string; value: Buffer }[] = [];
   let pendingBytes = 0;
   const flush = async (): Promise<void> => {
-    if (pending.length) await producer.send({ topic: cfg.topic, messages: pending });
+    await sendChunked(producer, cfg.topic, pending, maxBytes);
     sent += pending.length;
     pending = [];
     pendingBytes = 0;
@@ -46,14 +48,20 @@ export async function produceFile(cfg: Config, local: Record<string, string | bo
         continue;
       }
       const value = await codec.encode(r.event);
+      if (value.length + 1024 > maxBytes) {
+        tooLarge++;
+        continue;
+      }
       pending.push({ key: eventKey(r.event), value });
       pendingBytes += value.length;
-      if (pending.length >= 200 || pendingBytes > 4 * 1024 * 1024) await flush();
+      if (pending.length >= 500 || pendingBytes > 8 * maxBytes) await flush();
     }
     await flush();
   } finally {
     await producer.disconnect();
   }
-  process.stdout.write(`squeeze: published ${sent} events to ${cfg.topic}` + (skipped ? `; ${skipped} unreadable records skipped` : '') + '\n');
+  let note = skipped ? `; ${skipped} unreadable records skipped` : '';
+  if (tooLarge) note += `; ${tooLarge} events over ${maxBytes} bytes skipped (raise kafka.maxMessageBytes with the broker's message.max.bytes)`;
+  process.stdout.write(`squeeze: published ${sent} events to ${cfg.topic}${note}\n`);
   return 0;
 }

@@ -70,6 +70,8 @@ export const ConfigSchema = z
     kafka: z
       .object({
         clientId: z.string().default('squeeze'),
+        /** largest request squeeze sends; keep at or below the broker's message.max.bytes */
+        maxMessageBytes: z.number().int().min(1024).default(1024 * 1024 - 4096),
         partitions: z.number().int().min(1).default(6),
         sessionTimeoutMs: z.number().int().min(6000).default(30_000),
         fromBeginning: z.boolean().default(true),

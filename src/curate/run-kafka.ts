@@ -11,6 +11,7 @@ import {
   ensureTopics,
   highWatermarks,
   PartitionedConsumer,
+  sendChunked,
   type Consumer,
   type Producer,
 } from '../streams/kafka';
@@ -145,22 +146,18 @@ interface AfterCommit {
 async function afterCommit(r: CommitResult, a: AfterCommit): Promise<void> {
   const { record } = r;
   if (r.deadLetters.length > 0) {
-    await a.producer.send({
-      topic: dlqTopic(a.cfg),
-      messages: await Promise.all(
-        r.deadLetters.map(async (d: DeadLetter) => ({
-          key: `${d.source_topic}/${d.source_partition}/${d.source_offset}`,
-          value: await a.codecs.deadLetters.encode(d),
-          partition: d.source_partition % a.cfg.kafka.partitions,
-        })),
-      ),
-    });
+    const messages = await Promise.all(
+      r.deadLetters.map(async (d: DeadLetter) => ({
+        key: `${d.source_topic}/${d.source_partition}/${d.source_offset}`,
+        value: await a.codecs.deadLetters.encode(d),
+        partition: d.source_partition % a.cfg.kafka.partitions,
+      })),
+    );
+    await sendChunked(a.producer, dlqTopic(a.cfg), messages, a.cfg.kafka.maxMessageBytes);
   }
   if (r.manifest) {
-    await a.producer.send({
-      topic: manifestTopic(a.cfg),
-      messages: [{ key: r.manifest.shard_uri, value: await a.codecs.manifests.encode(r.manifest) }],
-    });
+    const value = await a.codecs.manifests.encode(r.manifest);
+    await sendChunked(a.producer, manifestTopic(a.cfg), [{ key: r.manifest.shard_uri, value }], a.cfg.kafka.maxMessageBytes);
   }
   if (a.commit) await commitOffset(a.consumer, record.topic, record.partition, record.end_offset + 1);
 }

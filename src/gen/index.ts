@@ -14,8 +14,8 @@
  * for await (const ev of generateCrawl({ n: 1000, seed: 7 })) console.log(ev.id, ev.attrs.truth_noise);
  */
 import { createWriteStream } from 'node:fs';
-import { once } from 'node:events';
-import { finished } from 'node:stream/promises';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import type { CrawlEvent } from '../records';
 import {
   boilerplateCaption,
@@ -376,7 +376,7 @@ class Planner {
         return img.render().then((b) => assemble(base, imageUrl, b, c, misc, truth));
       }
       case 'hostile_caption': {
-        const picks = rng.shuffle([...HOSTILE_BITS]).slice(0, rng.int(2, 4));
+        const picks = [rng.pick(HOSTILE_CORE), ...rng.shuffle([...HOSTILE_EXTRA]).slice(0, rng.int(1, 3))];
         let text = caption.caption;
         for (const bit of picks) {
           const at = rng.int(0, text.length);
@@ -407,7 +407,8 @@ const PRIVATE_URLS = [
   'ftp://files.example/pic.jpg',
 ];
 
-const HOSTILE_BITS = [
+/** Every hostile caption gets one of these (markup, NUL, control, bidi override)... */
+const HOSTILE_CORE = [
   '<script>alert(1)</script>',
   '<img src=x onerror=alert(1)>',
   '\u0000',
@@ -415,10 +416,9 @@ const HOSTILE_BITS = [
   '\r\n',
   '\u202e',
   '\u202egpj.exe\u202c',
-  '\u200b\u200d\ufeff',
-  "'; DROP TABLE captions;--",
-  '{{7*7}}${7*7}',
 ];
+/** ...and some of these. */
+const HOSTILE_EXTRA = [...HOSTILE_CORE, '\u200b\u200d\ufeff', "'; DROP TABLE captions;--", '{{7*7}}${7*7}'];
 
 const HOSTILE_IDS: readonly ((id: string) => string)[] = [
   (id) => `${id}\u0000`,
@@ -529,28 +529,24 @@ export function eventFromJsonLine(line: string): CrawlEvent {
   };
 }
 
-/** Writes the crawl as JSONL, one event per line, waiting on the file when its buffer is full. */
+/** Writes the crawl as JSONL, one event per line; `pipeline` waits on the file when its buffer is full. */
 export async function writeGenJsonl(
   path: string,
   opts: GenOptions,
   onProgress?: (done: number) => void,
 ): Promise<{ events: number; bytes: number }> {
-  const out = createWriteStream(path);
+  checkOptions(opts);
   let events = 0;
   let bytes = 0;
-  try {
+  async function* lines(): AsyncGenerator<string> {
     for await (const ev of generateCrawl(opts)) {
       const line = eventToJsonLine(ev) + '\n';
       bytes += Buffer.byteLength(line);
-      if (!out.write(line)) await once(out, 'drain');
+      yield line;
       events++;
       onProgress?.(events);
     }
-    out.end();
-    await finished(out);
-  } catch (err) {
-    out.destroy();
-    throw err;
   }
+  await pipeline(Readable.from(lines()), createWriteStream(path));
   return { events, bytes };
 }

@@ -159,6 +159,33 @@ export class PartitionedConsumer {
   }
 }
 
+export interface OutMessage {
+  key: string;
+  value: Buffer;
+  partition?: number;
+  headers?: Record<string, string>;
+}
+
+/**
+ * Sends messages in requests that stay under `maxBytes` (a broker rejects a record batch over its
+ * message.max.bytes, 1 MiB by default), in order.
+ */
+export async function sendChunked(producer: Producer, topic: string, messages: OutMessage[], maxBytes: number): Promise<void> {
+  let chunk: OutMessage[] = [];
+  let bytes = 0;
+  for (const m of messages) {
+    const size = m.value.length + m.key.length + 64;
+    if (chunk.length > 0 && bytes + size > maxBytes) {
+      await producer.send({ topic, messages: chunk });
+      chunk = [];
+      bytes = 0;
+    }
+    chunk.push(m);
+    bytes += size;
+  }
+  if (chunk.length > 0) await producer.send({ topic, messages: chunk });
+}
+
 export async function commitOffset(consumer: Consumer, topic: string, partition: number, next: number): Promise<boolean> {
   try {
     await consumer.commitOffsets([{ topic, partition, offset: String(next) }]);

@@ -120,6 +120,7 @@ describe('Kafka mode', { skip }, () => {
   });
 
   test('replay of an offset range with --state-from reproduces the live rows of that range', async () => {
+    assert.ok(e2e.audit, 'needs the live run');
     const high = await highWatermarks(e2e.topic);
     const from = new Map<number, number>();
     for (const p of high.keys()) {
