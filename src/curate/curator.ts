@@ -1,11 +1,13 @@
 /**
  * The curator: one long-lived RxJS pipeline shared by all partitions, fed batch by batch.
- *   batches -> curation chain -> rollShards -> ShardSink.commit -> onCommit (edge publishes, commits offsets)
- * At most one batch is inside the chain at a time, so the state snapshot taken when a shard
- * closes matches exactly the samples in it; parallelism comes from within a batch.
- * `push` waits while too many shards are waiting to commit: that is the edge's backpressure.
+ *   batches -> stateless stages -> stateful stages -> rollShards -> ShardSink.commit -> onCommit
+ * A few batches may be in the stateless stages at once (decode overlaps with the rest), but only one
+ * is in the stateful section between its entry and the roller, so the state snapshot taken when a
+ * shard closes matches exactly the samples in it.
+ * `push` waits while too many batches are in flight or too many shards wait to commit: that is the
+ * edge's backpressure.
  */
-import { concatMap, from, map, merge, Subject, tap, type SchedulerLike } from 'rxjs';
+import { concatMap, filter, from, map, merge, Subject, tap, type SchedulerLike } from 'rxjs';
 import { type Config, configHash } from '../config/config';
 import type { ImageFetch } from '../operators/fetch-images';
 import { rollShards, type RollInput, type ShardChunk } from '../operators/roll-shards';
@@ -41,8 +43,13 @@ export class Curator {
   private readonly input$ = new Subject<Batch>();
   private readonly control$ = new Subject<RollInput>();
   private readonly sink: ShardSink;
-  private inChain = 0;
+  /** batches pushed and not yet handed to the roller */
+  private admitted = 0;
+  /** 1 while a batch (or an exclusive action) is in the stateful section */
+  private statefulBusy = 0;
   private pendingCommits = 0;
+  private readonly epochs = new Map<string, number>();
+  private readonly maxAdmitted = 3;
   private waiters: (() => void)[] = [];
   private failure: Error | null = null;
   readonly finished: Promise<void>;
@@ -58,11 +65,24 @@ export class Curator {
       compression: cfg.shard.compression,
       now: deps.now,
     });
+    const chain = curationChain(cfg, { decode: deps.decode, fetch: deps.fetch, state: this.state });
     const data$ = this.input$.pipe(
-      curationChain(cfg, { decode: deps.decode, fetch: deps.fetch, state: this.state }),
+      chain.stateless,
+      concatMap(async (batch) => {
+        await this.until(() => this.statefulBusy === 0);
+        this.statefulBusy++;
+        return batch;
+      }),
+      // a batch of a partition revoked (or re-assigned) while it was on its way is dropped here
+      filter((batch) => {
+        if (batch.epoch === this.epochs.get(partitionKey(batch.topic, batch.partition))) return true;
+        this.leave();
+        return false;
+      }),
+      chain.stateful,
       map((batch): RollInput => ({ kind: 'data', batch })),
-      // the roller handles each input synchronously, so releasing here admits the next batch only after it
-      tap(() => this.release()),
+      // the roller handles each input synchronously, so leaving here lets the next batch in only after it
+      tap(() => this.leave()),
     );
     this.finished = new Promise((resolve, reject) => {
       merge(data$, this.control$)
@@ -70,7 +90,7 @@ export class Curator {
           rollShards({
             ...cfg.shard,
             snapshot: (topic, partition) => this.state.snapshot(partitionKey(topic, partition)),
-            canFlush: () => this.inChain === 0,
+            canFlush: () => this.statefulBusy === 0,
             scheduler: deps.scheduler,
           }),
           tap(() => this.pendingCommits++),
@@ -91,7 +111,11 @@ export class Curator {
   /** Recovers a partition from its commit records; returns the first offset to read (null: from the start). */
   async assign(topic: string, partition: number): Promise<number | null> {
     const rec = await recoverPartition(this.cfg.out!, topic, partition);
-    await this.exclusive(() => this.state.restore(partitionKey(topic, partition), rec.state));
+    const key = partitionKey(topic, partition);
+    await this.exclusive(() => {
+      this.epochs.set(key, (this.epochs.get(key) ?? 0) + 1);
+      this.state.restore(key, rec.state);
+    });
     this.stats.restored(topic, partition, rec.commits);
     return rec.nextOffset;
   }
@@ -104,30 +128,34 @@ export class Curator {
 
   /** Forgets a partition: its open shard is discarded, uncommitted work will be redone by its next owner. */
   async revoke(topic: string, partition: number): Promise<void> {
+    const key = partitionKey(topic, partition);
     await this.exclusive(() => {
+      this.epochs.set(key, (this.epochs.get(key) ?? 0) + 1);
       this.control$.next({ kind: 'revoke', topic, partition });
-      this.state.drop(partitionKey(topic, partition));
+      this.state.drop(key);
     });
   }
 
   /** Feeds records of one partition, in offset order. Resolves when the chain has taken them. */
   async push(topic: string, partition: number, records: Inbound[]): Promise<void> {
     if (records.length === 0) return;
-    await this.acquire();
+    await this.until(() => this.admitted < this.maxAdmitted && this.pendingCommits <= this.maxPendingCommits);
+    this.admitted++;
     this.stats.seen(records.length);
     const samples = records.map((r) => newSample(r.coord, r.value, r.rejected ?? null));
-    this.input$.next({ topic, partition, samples });
+    this.input$.next({ topic, partition, samples, epoch: this.epochs.get(partitionKey(topic, partition)) });
   }
 
   /** Closes every open shard and waits until all are committed. */
   async flush(): Promise<void> {
+    await this.until(() => this.admitted === 0);
     await this.exclusive(() => this.control$.next({ kind: 'flush' }));
-    await this.until(() => this.pendingCommits === 0 && this.inChain === 0);
+    await this.until(() => this.pendingCommits === 0 && this.admitted === 0);
   }
 
   /** Flushes, then ends the pipeline. */
   async close(): Promise<void> {
-    await this.until(() => this.inChain === 0);
+    await this.until(() => this.admitted === 0);
     this.input$.complete();
     this.control$.complete();
     await this.finished;
@@ -152,23 +180,22 @@ export class Curator {
     }
   }
 
-  private async acquire(): Promise<void> {
-    await this.until(() => this.inChain === 0 && this.pendingCommits <= this.maxPendingCommits);
-    this.inChain++;
-  }
-
-  private release(): void {
-    this.inChain--;
+  /** a batch left the stateful section (reached the roller, or was dropped) */
+  private leave(): void {
+    this.statefulBusy--;
+    this.admitted--;
     this.wake();
   }
 
+  /** runs `fn` while no batch is in the stateful section */
   private async exclusive(fn: () => void): Promise<void> {
-    await this.until(() => this.inChain === 0);
-    this.inChain++;
+    await this.until(() => this.statefulBusy === 0);
+    this.statefulBusy++;
     try {
       fn();
     } finally {
-      this.release();
+      this.statefulBusy--;
+      this.wake();
     }
   }
 

@@ -19,9 +19,19 @@ export interface ChainDeps {
   state: StateRegistry;
 }
 
-export function curationChain(cfg: Config, deps: ChainDeps): OperatorFunction<Batch, Batch> {
+export interface Chain {
+  /** stages that keep no state between batches: several batches may be in them at once */
+  stateless: OperatorFunction<Batch, Batch>;
+  /** stages with per-partition state: one batch at a time, so snapshots match shard contents */
+  stateful: OperatorFunction<Batch, Batch>;
+}
+
+const compose = (stages: OperatorFunction<Batch, Batch>[]): OperatorFunction<Batch, Batch> => (source) =>
+  stages.reduce((acc, op) => acc.pipe(op), source);
+
+export function curationChain(cfg: Config, deps: ChainDeps): Chain {
   const l = cfg.limits;
-  const stages: OperatorFunction<Batch, Batch>[] = [
+  const stateless: OperatorFunction<Batch, Batch>[] = [
     decodeEvent({ decode: deps.decode, concurrency: 8 }),
     validateEvent({ maxCaptionChars: l.maxCaptionChars }),
     fetchImages({ fetch: cfg.fetch.enabled ? deps.fetch : null, concurrency: cfg.fetch.concurrency }),
@@ -35,7 +45,8 @@ export function curationChain(cfg: Config, deps: ChainDeps): OperatorFunction<Ba
       concurrency: cfg.concurrency,
     }),
   ];
-  if (cfg.dedup.exact) stages.push(dedupExact({ memory: cfg.dedup.memory, state: deps.state }));
-  return (source) => stages.reduce((acc, op) => acc.pipe(op), source);
+  const stateful: OperatorFunction<Batch, Batch>[] = [];
+  if (cfg.dedup.exact) stateful.push(dedupExact({ memory: cfg.dedup.memory, state: deps.state }));
+  return { stateless: compose(stateless), stateful: compose(stateful) };
 }
 

@@ -43,6 +43,8 @@ export interface Batch {
   topic: string;
   partition: number;
   samples: Sample[];
+  /** set by the curator: the partition's assignment generation the batch belongs to */
+  epoch?: number;
 }
 
 export function newSample(coord: Coord, raw: Buffer | null, rejected: Sample['rejected'] = null): Sample {
