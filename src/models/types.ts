@@ -1,0 +1,70 @@
+/**
+ * What the model stages need from a model bundle (DESIGN 6). The built-in CLIP, a real CLIP ONNX
+ * export and a YOLOX detector all sit behind these interfaces; operators know nothing else.
+ */
+
+/** Image preprocessing of one encoder, applied with sharp (EXIF orientation first). */
+export interface ImagePreprocess {
+  /** target [height, width] */
+  size: [number, number];
+  /** squash: resize to size ignoring aspect; shortest-crop: CLIP (shortest side to size, centre crop); letterbox: YOLOX (fit, pad) */
+  resize: 'squash' | 'shortest-crop' | 'letterbox';
+  /** per-channel mean and std in the model's channel order, applied after scaling */
+  mean: [number, number, number];
+  std: [number, number, number];
+  channels: 'RGB' | 'BGR';
+  /** pixel values before mean/std: 1 means 0..1, 255 means 0..255 */
+  scale: 1 | 255;
+  /** letterbox padding value (0..255), default 114 */
+  pad?: number;
+}
+
+export interface PatchGrid {
+  rows: number;
+  cols: number;
+}
+
+export interface ImageEncoding {
+  /** L2-normalised image embedding */
+  embedding: Float32Array;
+  /** per-patch saliency over grid rows*cols, row-major, non-negative, sums to 1 */
+  saliency: Float32Array;
+}
+
+/** A box in the pixels of the decoded (EXIF-oriented) image: x, y, width, height. */
+export type Box = [number, number, number, number];
+
+export interface Detection {
+  label: string;
+  score: number;
+  box: Box;
+}
+
+export interface VisionEncoder {
+  readonly grid: PatchGrid;
+  /**
+   * Encodes a batch of images (encoded bytes). `keep`, when given for an image, is a 0/1 mask over
+   * the grid: the embedding is then computed on the kept patches only.
+   */
+  encode(images: Buffer[], keep?: (Uint8Array | null)[]): Promise<ImageEncoding[]>;
+}
+
+export interface TextEncoder {
+  /** L2-normalised text embeddings */
+  encode(texts: string[]): Promise<Float32Array[]>;
+}
+
+export interface ObjectDetector {
+  detect(images: Buffer[]): Promise<Detection[][]>;
+}
+
+export interface ModelBundle {
+  /** recorded on every row as model_version */
+  readonly version: string;
+  readonly vision: VisionEncoder;
+  readonly text: TextEncoder;
+  readonly detector: ObjectDetector | null;
+  /** class names for zero-shot tagging, with the prompt template that turns each into text */
+  readonly tags: { vocabulary: string[]; prompt: string; threshold: number };
+  close(): Promise<void>;
+}
