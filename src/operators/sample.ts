@@ -3,7 +3,8 @@
  * Every input offset stays in the stream as a sample with an outcome, so the sink can account
  * for each one exactly once (a row, a dead letter or a counted filter decision).
  */
-import type { Coord, CrawlEvent, DeadReason } from '../records';
+import type { Detection, PatchGrid } from '../models/types';
+import type { Coord, CrawlEvent, DeadReason, Tag } from '../records';
 
 export type Outcome =
   | { kind: 'keep' }
@@ -30,8 +31,19 @@ export interface Sample {
   rejected: { reason: DeadReason; message: string } | null;
   event: CrawlEvent | null;
   image: DecodedImage | null;
-  /** caption after validation and (later) enrichment; the raw one stays in event.caption */
+  /** caption after validation and enrichment; the raw one stays in event.caption */
   caption: string;
+  /** what the one model pass (embed) found; reused by every later stage */
+  model: {
+    imageEmbedding: Float32Array;
+    textEmbedding: Float32Array;
+    saliency: Float32Array;
+    grid: PatchGrid;
+  } | null;
+  detections: Detection[] | null;
+  tags: Tag[] | null;
+  /** the patches condense kept, and what blanking the rest saved */
+  condensed: { kept: number[]; grid: PatchGrid; keepRatio: number; bytesBefore: number; bytesAfter: number } | null;
   flags: string[];
   scores: Record<string, number>;
   copies: number;
@@ -55,6 +67,10 @@ export function newSample(coord: Coord, raw: Buffer | null, rejected: Sample['re
     event: null,
     image: null,
     caption: '',
+    model: null,
+    detections: null,
+    tags: null,
+    condensed: null,
     flags: [],
     scores: {},
     copies: 1,
