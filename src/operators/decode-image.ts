@@ -84,7 +84,7 @@ async function decodeOne(s: Sample, o: DecodeImageOptions): Promise<void> {
   }
   const pixelHash = createHash('sha256').update(`${width}x${height}:`).update(pixels).digest('hex');
   const stored = await storedBytes(bytes, meta.format, o);
-  s.image = { format: meta.format, width, height, pixelHash, ...stored };
+  s.image = { format: meta.format, width, height, pixelHash, dhash: dhash(pixels, width, height), ...stored };
 }
 
 async function storedBytes(bytes: Buffer, format: string, o: DecodeImageOptions): Promise<{ bytes: Buffer; mime: string }> {
@@ -94,4 +94,33 @@ async function storedBytes(bytes: Buffer, format: string, o: DecodeImageOptions)
   const img = sharp(bytes, { limitInputPixels: o.maxPixels }).rotate().flatten({ background: '#ffffff' });
   if (o.imageFormat === 'webp') return { bytes: await img.webp({ quality: o.quality }).toBuffer(), mime: 'image/webp' };
   return { bytes: await img.jpeg({ quality: o.quality }).toBuffer(), mime: 'image/jpeg' };
+}
+
+/**
+ * dHash of RGB pixels: box-average to a 9x8 grey grid, one bit per horizontal neighbour comparison.
+ * Computed from the pixels already decoded, so near-duplicate search needs no second decode.
+ */
+export function dhash(rgb: Buffer, width: number, height: number): string {
+  const cols = 9;
+  const rows = 8;
+  const grey = new Float64Array(cols * rows);
+  const count = new Float64Array(cols * rows);
+  for (let y = 0; y < height; y++) {
+    const gy = Math.min(rows - 1, Math.floor((y * rows) / height));
+    for (let x = 0; x < width; x++) {
+      const gx = Math.min(cols - 1, Math.floor((x * cols) / width));
+      const i = (y * width + x) * 3;
+      grey[gy * cols + gx] += 0.299 * rgb[i] + 0.587 * rgb[i + 1] + 0.114 * rgb[i + 2];
+      count[gy * cols + gx]++;
+    }
+  }
+  let bits = 0n;
+  for (let y = 0; y < rows; y++) {
+    for (let x = 0; x < cols - 1; x++) {
+      const a = grey[y * cols + x] / count[y * cols + x];
+      const b = grey[y * cols + x + 1] / count[y * cols + x + 1];
+      bits = (bits << 1n) | (a > b ? 1n : 0n);
+    }
+  }
+  return bits.toString(16).padStart(16, '0');
 }

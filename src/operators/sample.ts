@@ -18,6 +18,8 @@ export interface DecodedImage {
   height: number;
   /** sha256 of the decoded RGB pixels, hex */
   pixelHash: string;
+  /** 64-bit difference hash (dHash) of the decoded pixels, 16 hex chars: near duplicates differ in few bits */
+  dhash: string;
   /** the bytes to store and their mime type */
   bytes: Buffer;
   mime: string;
@@ -45,7 +47,10 @@ export interface Sample {
   /** the patches condense kept, and what blanking the rest saved */
   condensed: { kept: number[]; grid: PatchGrid; keepRatio: number; bytesBefore: number; bytesAfter: number } | null;
   flags: string[];
+  /** per-sample scores by name (clip_score, ...), each written to the row */
   scores: Record<string, number>;
+  /** the mixed score sampling uses, and which weights produced it */
+  mixed: { score: number; weightsVersion: string } | null;
   copies: number;
   outcome: Outcome;
 }
@@ -73,6 +78,7 @@ export function newSample(coord: Coord, raw: Buffer | null, rejected: Sample['re
     condensed: null,
     flags: [],
     scores: {},
+    mixed: null,
     copies: 1,
     outcome: { kind: 'keep' },
   };

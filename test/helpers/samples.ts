@@ -25,6 +25,7 @@ export function keptSample(offset: number, opts: { topic?: string; partition?: n
     width: 64,
     height: 64,
     pixelHash: opts.hash ?? `${offset}`.padStart(64, '0'),
+    dhash: '0'.repeat(16),
     bytes: Buffer.alloc(opts.bytes ?? 100, 1),
     mime: 'image/jpeg',
   };

@@ -100,3 +100,34 @@ test('sniffFormat recognises the accepted formats and SVG', async () => {
   assert.equal(sniffFormat(Buffer.from('  <?xml version="1.0"?><svg/>')), 'svg');
   assert.equal(sniffFormat(Buffer.from('nothing')), null);
 });
+
+test('dHash: a re-encoded, resized or slightly cropped copy stays within a few bits; another image does not', async () => {
+  const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="200" height="150">
+    <rect width="200" height="150" fill="#dde"/><circle cx="50" cy="60" r="35" fill="#c22"/>
+    <rect x="110" y="30" width="60" height="90" fill="#238"/><polygon points="20,140 90,100 150,145" fill="#3a3"/></svg>`;
+  const base = sharp(Buffer.from(svg));
+  const original = await base.clone().jpeg({ quality: 92 }).toBuffer();
+  const variants = [
+    await sharp(original).jpeg({ quality: 60 }).toBuffer(),
+    await sharp(original).resize(140, 105).png().toBuffer(),
+    await sharp(original).extract({ left: 6, top: 4, width: 188, height: 142 }).jpeg().toBuffer(),
+  ];
+  const other = await sharp(Buffer.from(svg.replace('cx="50" cy="60"', 'cx="160" cy="110"').replace('x="110" y="30"', 'x="10" y="10"'))).jpeg().toBuffer();
+  const hash = async (b: Buffer) => (await decode(b)).image!.dhash;
+  const bitsApart = (a: string, b: string) => {
+    let v = BigInt(`0x${a}`) ^ BigInt(`0x${b}`);
+    let n = 0;
+    while (v) {
+      n += Number(v & 1n);
+      v >>= 1n;
+    }
+    return n;
+  };
+  const h0 = await hash(original);
+  for (const v of variants) {
+    const d = bitsApart(h0, await hash(v));
+    assert.ok(d <= 10, `near copy within 10 bits, got ${d}`);
+  }
+  const far = bitsApart(h0, await hash(other));
+  assert.ok(far > 12, `a different picture is farther than any near copy, got ${far}`);
+});
