@@ -1,9 +1,9 @@
 /**
  * The curator: one long-lived RxJS pipeline shared by all partitions, fed batch by batch.
- *   batches -> stateless stages -> stateful stages -> rollShards -> ShardSink.commit -> onCommit
- * A few batches may be in the stateless stages at once (decode overlaps with the rest), but only one
- * is in the stateful section between its entry and the roller, so the state snapshot taken when a
- * shard closes matches exactly the samples in it.
+ *   batches -> pre stages -> stateful stages -> post stages -> rollShards -> ShardSink.commit -> onCommit
+ * A few batches may be in flight at once (decoding overlaps with the rest), but only one is inside
+ * the stateful section; as it leaves, the partition's state is snapshotted onto the batch, and the
+ * shard that ends with that batch commits exactly that state.
  * `push` waits while too many batches are in flight or too many shards wait to commit: that is the
  * edge's backpressure.
  */
@@ -45,7 +45,7 @@ export class Curator {
   private readonly sink: ShardSink;
   /** batches pushed and not yet handed to the roller */
   private admitted = 0;
-  /** 1 while a batch (or an exclusive action) is in the stateful section */
+  /** 1 while a batch (or an exclusive action such as a restore) is in the stateful section */
   private statefulBusy = 0;
   private pendingCommits = 0;
   private readonly epochs = new Map<string, number>();
@@ -67,7 +67,7 @@ export class Curator {
     });
     const chain = curationChain(cfg, { decode: deps.decode, fetch: deps.fetch, state: this.state });
     const data$ = this.input$.pipe(
-      chain.stateless,
+      chain.pre,
       concatMap(async (batch) => {
         await this.until(() => this.statefulBusy === 0);
         this.statefulBusy++;
@@ -80,19 +80,25 @@ export class Curator {
         return false;
       }),
       chain.stateful,
+      map((batch) => {
+        batch.stateAfter = this.state.snapshot(partitionKey(batch.topic, batch.partition));
+        this.statefulBusy--;
+        this.wake();
+        return batch;
+      }),
+      chain.post,
+      tap(() => {
+        this.admitted--;
+        this.wake();
+      }),
+      // and one revoked while in the post stages never reaches the roller
+      filter((batch) => batch.epoch === this.epochs.get(partitionKey(batch.topic, batch.partition))),
       map((batch): RollInput => ({ kind: 'data', batch })),
-      // the roller handles each input synchronously, so leaving here lets the next batch in only after it
-      tap(() => this.leave()),
     );
     this.finished = new Promise((resolve, reject) => {
       merge(data$, this.control$)
         .pipe(
-          rollShards({
-            ...cfg.shard,
-            snapshot: (topic, partition) => this.state.snapshot(partitionKey(topic, partition)),
-            canFlush: () => this.statefulBusy === 0,
-            scheduler: deps.scheduler,
-          }),
+          rollShards({ ...cfg.shard, scheduler: deps.scheduler }),
           tap(() => this.pendingCommits++),
           concatMap((chunk) => from(this.commit(chunk))),
         )
@@ -180,7 +186,7 @@ export class Curator {
     }
   }
 
-  /** a batch left the stateful section (reached the roller, or was dropped) */
+  /** a batch was dropped at the stateful entry */
   private leave(): void {
     this.statefulBusy--;
     this.admitted--;

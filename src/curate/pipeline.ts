@@ -20,10 +20,12 @@ export interface ChainDeps {
 }
 
 export interface Chain {
-  /** stages that keep no state between batches: several batches may be in them at once */
-  stateless: OperatorFunction<Batch, Batch>;
-  /** stages with per-partition state: one batch at a time, so snapshots match shard contents */
+  /** stages before the stateful section; they keep no state, several batches may be in them at once */
+  pre: OperatorFunction<Batch, Batch>;
+  /** stages with per-partition state: one batch at a time, its state snapshot taken as it leaves */
   stateful: OperatorFunction<Batch, Batch>;
+  /** stateless stages after the stateful section (only for samples that will be written) */
+  post: OperatorFunction<Batch, Batch>;
 }
 
 const compose = (stages: OperatorFunction<Batch, Batch>[]): OperatorFunction<Batch, Batch> => (source) =>
@@ -31,7 +33,7 @@ const compose = (stages: OperatorFunction<Batch, Batch>[]): OperatorFunction<Bat
 
 export function curationChain(cfg: Config, deps: ChainDeps): Chain {
   const l = cfg.limits;
-  const stateless: OperatorFunction<Batch, Batch>[] = [
+  const pre: OperatorFunction<Batch, Batch>[] = [
     decodeEvent({ decode: deps.decode, concurrency: 8 }),
     validateEvent({ maxCaptionChars: l.maxCaptionChars }),
     fetchImages({ fetch: cfg.fetch.enabled ? deps.fetch : null, concurrency: cfg.fetch.concurrency }),
@@ -47,6 +49,7 @@ export function curationChain(cfg: Config, deps: ChainDeps): Chain {
   ];
   const stateful: OperatorFunction<Batch, Batch>[] = [];
   if (cfg.dedup.exact) stateful.push(dedupExact({ memory: cfg.dedup.memory, state: deps.state }));
-  return { stateless: compose(stateless), stateful: compose(stateful) };
+  const post: OperatorFunction<Batch, Batch>[] = [];
+  return { pre: compose(pre), stateful: compose(stateful), post: compose(post) };
 }
 

@@ -62,6 +62,8 @@ export interface Batch {
   samples: Sample[];
   /** set by the curator: the partition's assignment generation the batch belongs to */
   epoch?: number;
+  /** set by the curator: the partition's operator state right after this batch left the stateful stages */
+  stateAfter?: Record<string, unknown>;
 }
 
 export function newSample(coord: Coord, raw: Buffer | null, rejected: Sample['rejected'] = null): Sample {
