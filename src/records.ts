@@ -37,6 +37,8 @@ export const DEAD_REASONS = [
   'id_invalid',
   'record_too_large',
   'path_blocked',
+  /** a model (encoder or detector) failed on this one image */
+  'model_error',
 ] as const;
 export type DeadReason = (typeof DEAD_REASONS)[number];
 
@@ -79,6 +81,10 @@ export interface CuratedRow {
   tags: Tag[] | null;
   clip_score: number | null;
   score: number | null;
+  /** every per-sample score that went into the mix, by name */
+  scores: Record<string, number>;
+  /** which mixing weights produced `score` */
+  mix_version: string | null;
   copies: number;
   image_embedding: number[] | null;
   text_embedding: number[] | null;

@@ -27,7 +27,7 @@ import { PARQUET_LOGICAL_TYPES } from 'parquetjs-lite/lib/types';
 import type { ParquetCompression, ParquetFieldDefinition, ParquetSchemaDefinition } from 'parquetjs-lite';
 import type { CuratedRow } from '../records';
 
-export const PARQUET_SCHEMA_VERSION = 1;
+export const PARQUET_SCHEMA_VERSION = 2;
 /** Key of the file-level key/value metadata entry holding PARQUET_SCHEMA_VERSION. */
 export const PARQUET_SCHEMA_VERSION_KEY = 'squeeze.schema_version';
 
@@ -83,6 +83,11 @@ export const CURATED_ROW_SCHEMA: Readonly<ParquetSchemaDefinition> = deepFreeze(
   tags: optList({ fields: { label: str(), score: { type: 'FLOAT' } } }),
   clip_score: optF32(),
   score: optF32(),
+  scores: {
+    type: 'MAP',
+    fields: { key_value: { repeated: true, fields: { key: str(), value: { type: 'FLOAT' } } } },
+  },
+  mix_version: { type: 'UTF8', optional: true, statistics: false },
   copies: i32(),
   image_embedding: optList({ type: 'FLOAT' }),
   text_embedding: optList({ type: 'FLOAT' }),
@@ -190,6 +195,8 @@ function toParquetRecord(row: CuratedRow, index: number): Record<string, unknown
     }),
     clip_score: optFloat('clip_score'),
     score: optFloat('score'),
+    scores: { key_value: Object.entries(row.scores ?? {}).map(([key, value]) => ({ key, value: float(`scores.${key}`, value) })) },
+    mix_version: row.mix_version === null ? null : s('mix_version'),
     copies: int32('copies', row.copies),
     image_embedding: list('image_embedding', (e) => float('image_embedding[]', e)),
     text_embedding: list('text_embedding', (e) => float('text_embedding[]', e)),
@@ -325,7 +332,7 @@ export async function readParquetRows(path: string): Promise<Record<string, unkn
       for (const col of columns) {
         const v = rec[col];
         if (col === 'kept_patches' || col === 'tags' || col === 'image_embedding' || col === 'text_embedding') row[col] = fromList(v);
-        else if (col === 'attrs') row[col] = fromMap(v);
+        else if (col === 'attrs' || col === 'scores') row[col] = fromMap(v);
         else if (col === 'source_offset') row[col] = fromInt64(v);
         else if (col === 'curated_at') row[col] = v instanceof Date ? v.getTime() : fromInt64(v);
         else row[col] = v === undefined ? null : v;

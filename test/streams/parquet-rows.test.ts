@@ -52,6 +52,8 @@ function baseRow(i: number): CuratedRow {
     ],
     clip_score: 0.31,
     score: 1.25,
+    scores: { clip_score: 0.31, caption_quality: -0.5 },
+    mix_version: 'default-1',
     copies: 1,
     image_embedding: [0.1, -0.2, 0.3, 1e-8, 3.5],
     text_embedding: [-1, 0, 1],
@@ -81,6 +83,8 @@ const SAMPLE: CuratedRow[] = [
     tags: null,
     clip_score: null,
     score: null,
+    scores: {},
+    mix_version: null,
     image_embedding: null,
     text_embedding: null,
     attrs: {},
@@ -123,6 +127,8 @@ const EXPECTED_TYPES: Record<string, string> = {
   tags: 'STRUCT("label" VARCHAR, score FLOAT)[]',
   clip_score: 'FLOAT',
   score: 'FLOAT',
+  scores: 'MAP(VARCHAR, FLOAT)',
+  mix_version: 'VARCHAR',
   copies: 'INTEGER',
   image_embedding: 'FLOAT[]',
   text_embedding: 'FLOAT[]',
@@ -148,6 +154,7 @@ function expectedDuck(r: CuratedRow): Record<string, unknown> {
     text_embedding: f32s(r.text_embedding),
     curated_at: new Date(r.curated_at),
     attrs: Object.entries(r.attrs).map(([key, value]) => ({ key, value })),
+    scores: Object.entries(r.scores).map(([key, value]) => ({ key, value: Math.fround(value) })),
   };
 }
 
@@ -265,6 +272,11 @@ test('readParquetRows (project tooling) returns CuratedRow-shaped rows', async (
   const got = await readParquetRows(p);
   assert.deepEqual(
     got,
-    SAMPLE.map((r) => ({ ...expectedDuck(r), curated_at: r.curated_at, attrs: r.attrs })),
+    SAMPLE.map((r) => ({
+      ...expectedDuck(r),
+      curated_at: r.curated_at,
+      attrs: r.attrs,
+      scores: Object.fromEntries(Object.entries(r.scores).map(([k, v]) => [k, Math.fround(v)])),
+    })),
   );
 });
