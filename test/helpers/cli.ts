@@ -11,10 +11,14 @@ export interface Ran {
   stderr: string;
 }
 
-/** Runs the squeeze CLI as a user would; resolves when it exits. */
+/**
+ * Runs the squeeze CLI as a user would; resolves when it exits. SQUEEZE_* variables of the test
+ * process (CI exports the service addresses) are not passed on: tests say what they mean with flags.
+ */
 export function squeeze(args: string[], opts: { env?: NodeJS.ProcessEnv; onStart?: (p: ChildProcess) => void } = {}): Promise<Ran> {
   return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, env: { ...process.env, ...opts.env } });
+    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SQUEEZE_')));
+    const p = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, env: { ...env, ...opts.env } });
     let stdout = '';
     let stderr = '';
     p.stdout.on('data', (d) => (stdout += d));
