@@ -12,7 +12,7 @@ export interface FlagSpec {
   arg?: string;
 }
 
-const ALL = ['curate', 'produce', 'replay'];
+const ALL = ['curate', 'produce', 'replay', 'control'];
 const CURATE = ['curate', 'replay'];
 
 export const FLAGS: FlagSpec[] = [
@@ -43,6 +43,11 @@ export const FLAGS: FlagSpec[] = [
   { name: 'from', path: '@from', type: 'string', arg: 'TIME|OFFSETS', help: 'replay start: ISO time, epoch ms, an offset, or p:o,p:o', commands: ['replay'] },
   { name: 'to', path: '@to', type: 'string', arg: 'TIME|OFFSETS', help: 'replay end (exclusive); default: the end of each partition now', commands: ['replay'] },
   { name: 'state-from', path: '@state-from', type: 'string', arg: 'DIR', help: 'replay: restore operator state from this earlier output', commands: ['replay'] },
+  { name: 'control-topic', path: 'kafka.controlTopic', type: 'string', arg: 'T', help: 'compacted topic of mixing weights and model versions (default squeeze.control)', commands: ['curate', 'control'] },
+  { name: 'weights', path: '@weights', type: 'string', arg: 'JSON', help: 'mixing weights to publish, e.g. {"clip_score":1.5}', commands: ['control'] },
+  { name: 'bias', path: '@bias', type: 'string', arg: 'B', help: 'mixing bias to publish with --weights (default 0)', commands: ['control'] },
+  { name: 'model-version', path: '@model-version', type: 'string', arg: 'V', help: 'model version to announce', commands: ['control'] },
+  { name: 'bundle', path: '@bundle', type: 'string', arg: 'DIR', help: 'bundle directory of the announced model version', commands: ['control'] },
   { name: 'n', path: '@n', type: 'string', arg: 'N', help: 'number of events to generate', commands: ['gen'] },
   { name: 'limit', path: '@limit', type: 'string', arg: 'N', help: 'publish at most N records', commands: ['produce'] },
   { name: 'prometheus-port', path: 'telemetry.prometheusPort', type: 'string', arg: 'PORT', help: 'serve Prometheus metrics on 127.0.0.1:PORT/metrics', commands: CURATE },
@@ -57,6 +62,7 @@ export const COMMANDS: Record<string, string> = {
   produce: 'publish a file dataset to a topic as Avro crawl events',
   gen: 'write a synthetic noisy crawl with ground truth as JSONL: --out FILE --n N [--seed S]',
   replay: 're-curate a time or offset range of a topic into a new output directory',
+  control: 'publish mixing weights or a model version on the control topic (as the trainer does)',
 };
 
 export function helpText(command?: string): string {

@@ -14,6 +14,7 @@ import { printSummary, progressReporter } from './progress';
 import { produceFile } from './produce';
 import { genCommand } from './gen';
 import { replayRange } from './replay';
+import { controlCommand } from './control';
 
 export { UserError };
 
@@ -69,6 +70,8 @@ export async function run(argv: string[]): Promise<number> {
       return genCommand(cfg, local);
     case 'produce':
       return produceFile(cfg, local);
+    case 'control':
+      return controlCommand(cfg, local);
     case 'replay':
       return withTelemetry(cfg, () => replayRange(cfg, local));
     default:

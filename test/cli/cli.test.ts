@@ -11,8 +11,8 @@ import { squeeze } from '../helpers/cli';
 test('--help lists every command, and each command help lists exactly the flags it parses', async () => {
   const top = await squeeze(['--help']);
   assert.equal(top.code, 0);
-  for (const c of ['curate', 'produce', 'gen', 'replay']) assert.match(top.stdout, new RegExp(`\\b${c}\\b`));
-  for (const c of ['curate', 'produce', 'gen', 'replay']) {
+  for (const c of ['curate', 'produce', 'gen', 'replay', 'control']) assert.match(top.stdout, new RegExp(`\\b${c}\\b`));
+  for (const c of ['curate', 'produce', 'gen', 'replay', 'control']) {
     const h = await squeeze([c, '--help']);
     assert.equal(h.code, 0);
     for (const f of FLAGS.filter((x) => x.commands.includes(c))) assert.match(h.stdout, new RegExp(`--${f.name}\\b`), `${c} --help shows --${f.name}`);
@@ -82,4 +82,15 @@ test('gen writes deterministic JSONL', async () => {
   assert.equal(b.code, 0);
   assert.equal(readFileSync(join(dir, 'a.jsonl'), 'utf8'), readFileSync(join(dir, 'b.jsonl'), 'utf8'));
   assert.equal(readFileSync(join(dir, 'a.jsonl'), 'utf8').trim().split('\n').length, 20);
+});
+
+test('control events from flags, with one-line errors for bad weights', async () => {
+  const { controlEventFrom } = await import('../../src/cli/control');
+  const w = controlEventFrom({ weights: '{"clip_score": 1.5, "caption_quality": -0.5}', bias: '0.2' }, 123);
+  assert.deepEqual([w.kind, w.weights, w.bias, w.published_at], ['mix_weights', { clip_score: 1.5, caption_quality: -0.5 }, 0.2, 123]);
+  const m = controlEventFrom({ 'model-version': 'v2', bundle: '/models/v2' });
+  assert.deepEqual([m.kind, m.model_version, m.bundle_uri], ['model_version', 'v2', '/models/v2']);
+  assert.throws(() => controlEventFrom({ weights: '[1,2]' }), /JSON object/);
+  assert.throws(() => controlEventFrom({ weights: '{"a": "x"}' }), /finite number/);
+  assert.throws(() => controlEventFrom({}), /--weights JSON/);
 });
