@@ -36,7 +36,7 @@ export interface EmbedOptions {
 export function embed(options: EmbedOptions): OperatorFunction<Batch, Batch> {
   const batchSize = options.batchSize ?? 32;
   return stage('embed', async (batch) => {
-    const bundle = resolveBundle(options.bundle);
+    const bundle = resolveBundle(options.bundle, batch);
     for (const part of chunks(withImages(batch.samples), batchSize)) await embedChunk(bundle, part, options.detect ?? true);
     return batch;
   });

@@ -3,12 +3,12 @@
  * model batches, and isolating the one bad input when a batched model call fails.
  */
 import type { ModelBundle } from '../models/types';
-import { isKept, type Sample } from './sample';
+import { type Batch, isKept, type Sample } from './sample';
 
-/** A bundle, or a function returning the current one (hot reload: read once per batch). */
-export type BundleSource = ModelBundle | (() => ModelBundle);
+/** A bundle, or a function giving the bundle a batch is processed with (hot reload between batches). */
+export type BundleSource = ModelBundle | ((batch: Batch) => ModelBundle);
 
-export const resolveBundle = (b: BundleSource): ModelBundle => (typeof b === 'function' ? b() : b);
+export const resolveBundle = (b: BundleSource, batch: Batch): ModelBundle => (typeof b === 'function' ? b(batch) : b);
 
 /** Kept samples that carry a decoded image, in batch order. */
 export const withImages = (samples: Sample[]): (Sample & { image: NonNullable<Sample['image']> })[] =>

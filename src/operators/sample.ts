@@ -43,6 +43,8 @@ export interface Sample {
     grid: PatchGrid;
   } | null;
   detections: Detection[] | null;
+  /** the bundle version that produced `model`, recorded on the row */
+  modelVersion: string | null;
   tags: Tag[] | null;
   /** the patches condense kept, and what blanking the rest saved */
   condensed: { kept: number[]; grid: PatchGrid; keepRatio: number; bytesBefore: number; bytesAfter: number } | null;
@@ -62,6 +64,8 @@ export interface Batch {
   samples: Sample[];
   /** set by the curator: the partition's assignment generation the batch belongs to */
   epoch?: number;
+  /** the model bundle version the batch is processed with (set before embed; hot reloads switch between batches) */
+  modelVersion?: string;
   /** set by the curator: the partition's operator state right after this batch left the stateful stages */
   stateAfter?: Record<string, unknown>;
 }
@@ -76,6 +80,7 @@ export function newSample(coord: Coord, raw: Buffer | null, rejected: Sample['re
     caption: '',
     model: null,
     detections: null,
+    modelVersion: null,
     tags: null,
     condensed: null,
     flags: [],

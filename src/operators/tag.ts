@@ -101,7 +101,7 @@ export function tag(options: TagOptions): OperatorFunction<Batch, Batch> {
   const source = options.source ?? 'auto';
   const batchSize = options.batchSize ?? 32;
   return stage('tag', async (batch) => {
-    const bundle = resolveBundle(options.bundle);
+    const bundle = resolveBundle(options.bundle, batch);
     const useDetector = source === 'detector' || (source === 'auto' && bundle.detector !== null);
     if (useDetector && !bundle.detector) throw new Error(`tag source 'detector' needs a bundle with a detector (${bundle.version} has none)`);
     const threshold = options.threshold ?? bundle.tags.threshold;
