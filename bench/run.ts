@@ -3,6 +3,8 @@
  *   embedded  curate throughput in events/s from a generated JSONL, embedded mode
  *   rss       peak RSS for 10,000 and 100,000 events (--demo; must not grow with stream length)
  *   kafka     Kafka-mode throughput on a backlog, and lag under a steady produce rate
+ *   quality   the vision and text branches on gen data with truth, YOLOX on COCO photos
+ *   sampling  noisy share of copies written: sieving against dedup + balance + soft-cap
  * Each prints a table and writes bench/results/<name>.json.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -10,6 +12,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeGenJsonl } from '../src/gen';
 import { benchKafka } from './kafka';
+import { benchQuality } from './quality';
+import { benchSampling } from './sampling';
 import { committedEvents, runSqueeze, table, writeResult } from './lib';
 
 async function embedded(): Promise<void> {
@@ -66,6 +70,8 @@ async function main(): Promise<void> {
   const all = which.length === 0;
   if (all || which.includes('embedded')) await embedded();
   if (all || which.includes('rss')) await rss();
+  if (all || which.includes('quality')) await benchQuality();
+  if (all || which.includes('sampling')) await benchSampling();
   if (all || which.includes('kafka')) {
     if (!process.env.SQUEEZE_BROKERS || !process.env.SQUEEZE_REGISTRY) {
       console.log('kafka bench skipped: start deploy/services.sh and eval "$(bash deploy/services.sh env)" first');

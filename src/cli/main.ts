@@ -50,6 +50,11 @@ export function parse(argv: string[]): Parsed | { help: string } {
   }
   if (local['no-dedup']) flags['dedup.exact'] = false;
   if (local['no-fetch']) flags['fetch.enabled'] = false;
+  const off: Record<string, string> = {
+    'no-blank': 'condense.blank', 'no-condense': 'condense.enabled', 'no-tag': 'tag.enabled', 'no-enrich': 'enrich.enabled',
+    'no-near-dedup': 'dedup.near', 'no-balance': 'balance.enabled', 'no-soft-cap': 'softCap.enabled',
+  };
+  for (const [flag, path] of Object.entries(off)) if (local[flag]) flags[path] = false;
   const cfg = loadConfig({ file: (local.config as string) ?? null, env: process.env, flags });
   return { command, cfg, local };
 }
@@ -97,7 +102,7 @@ async function curate(cfg: Config): Promise<number> {
 }
 
 async function withTelemetry(cfg: Config, fn: () => Promise<number>): Promise<number> {
-  const t = startTelemetry({ prometheusPort: cfg.telemetry.prometheusPort, traces: cfg.telemetry.traces === 'otlp' ? 'none' : cfg.telemetry.traces });
+  const t = startTelemetry({ prometheusPort: cfg.telemetry.prometheusPort, traces: cfg.telemetry.traces });
   if (t.prometheusUrl) process.stderr.write(`metrics at ${t.prometheusUrl}\n`);
   try {
     return await fn();

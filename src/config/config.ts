@@ -55,16 +55,78 @@ export const ConfigSchema = z
         userAgent: z.string().default('squeeze/0.1 (+image-text curation)'),
       })
       .default({}),
+    /** threads per onnxruntime session */
+    threads: z.number().int().min(1).max(64).default(2),
     dedup: z
       .object({
         exact: z.boolean().default(true),
         memory: z.number().int().min(1).default(100_000),
+        near: z.boolean().default(true),
+        nearMaxBits: z.number().int().min(0).max(64).default(10),
+        nearEps: z.number().min(0).max(2).default(0.08),
+        nearMemory: z.number().int().min(1).default(5000),
+      })
+      .default({}),
+    tag: z
+      .object({
+        enabled: z.boolean().default(true),
+        /** null: the bundle's threshold */
+        threshold: z.number().min(0).max(1).nullable().default(null),
+        source: z.enum(['auto', 'detector', 'zero-shot']).default('auto'),
+        rho: z.number().gt(0).max(1).default(0.5),
+      })
+      .default({}),
+    condense: z
+      .object({
+        enabled: z.boolean().default(true),
+        rho: z.number().gt(0).max(1).default(0.5),
+        /** keep the smallest set of patches holding this share of saliency instead of rho */
+        mass: z.number().gt(0).max(1).nullable().default(null),
+        blank: z.boolean().default(true),
+        forceDetectionScore: z.number().min(0).max(1).default(0.5),
+        quality: z.number().int().min(1).max(100).default(85),
+      })
+      .default({}),
+    enrich: z
+      .object({
+        enabled: z.boolean().default(true),
+        threshold: z.number().min(0).max(1).default(0.3),
+        maxAdded: z.number().int().min(0).default(3),
+        llmUrl: z.string().url().nullable().default(null),
+        llmModel: z.string().default('gpt-4o-mini'),
+        llmApiKey: z.string().nullable().default(null),
+        llmTimeoutMs: z.number().int().min(1).default(8000),
+        llmConcurrency: z.number().int().min(1).default(4),
+      })
+      .default({}),
+    mix: z
+      .object({
+        /** JSON file with { version, weights, bias, stats }; default: clip_score alone */
+        weightsFile: z.string().nullable().default(null),
+      })
+      .default({}),
+    balance: z
+      .object({
+        enabled: z.boolean().default(true),
+        tau: z.number().positive().default(1000),
+      })
+      .default({}),
+    softCap: z
+      .object({
+        enabled: z.boolean().default(true),
+        alpha: z.number().positive().default(0.15),
+        rate: z.number().positive().default(1),
+        mode: z.enum(['faithful', 'systematic']).default('faithful'),
+        maxCopies: z.number().int().min(1).default(1000),
+        halfLife: z.number().int().positive().nullable().default(null),
       })
       .default({}),
     output: z
       .object({
         imageFormat: z.enum(['keep', 'jpeg', 'webp']).default('keep'),
         quality: z.number().int().min(1).max(100).default(90),
+        /** write image_embedding and text_embedding */
+        embeddings: z.boolean().default(false),
       })
       .default({}),
     kafka: z
@@ -86,8 +148,7 @@ export const ConfigSchema = z
     telemetry: z
       .object({
         prometheusPort: z.number().int().min(0).max(65535).nullable().default(null),
-        traces: z.enum(['none', 'console', 'otlp']).default('none'),
-        otlpEndpoint: z.string().nullable().default(null),
+        traces: z.enum(['none', 'console']).default('none'),
       })
       .default({}),
   })
@@ -111,10 +172,11 @@ export const ENV_KEYS: Record<string, string> = {
   SQUEEZE_SASL_PASSWORD: 'kafka.saslPassword',
   SQUEEZE_KAFKA_SSL: 'kafka.ssl',
   SQUEEZE_PROMETHEUS_PORT: 'telemetry.prometheusPort',
-  SQUEEZE_OTLP_ENDPOINT: 'telemetry.otlpEndpoint',
+  SQUEEZE_LLM_URL: 'enrich.llmUrl',
+  SQUEEZE_LLM_API_KEY: 'enrich.llmApiKey',
 };
 
-const SECRET_PATHS = ['kafka.saslPassword'];
+const SECRET_PATHS = ['kafka.saslPassword', 'enrich.llmApiKey'];
 
 /** Sets a dotted path in a plain object, creating intermediate objects. */
 export function setPath(target: Record<string, Json>, path: string, value: Json): void {
@@ -242,6 +304,13 @@ export function configHash(cfg: Config): string {
     seed: cfg.seed,
     limits: cfg.limits,
     dedup: cfg.dedup,
+    tag: cfg.tag,
+    condense: cfg.condense,
+    enrich: { ...cfg.enrich, llmApiKey: null },
+    mix: cfg.mix,
+    balance: cfg.balance,
+    softCap: cfg.softCap,
+    models: cfg.models,
     output: cfg.output,
     fetch: { enabled: cfg.fetch.enabled, maxRedirects: cfg.fetch.maxRedirects },
     modelVersion: cfg.modelVersion,

@@ -1,9 +1,9 @@
 /**
  * The curator: one long-lived RxJS pipeline shared by all partitions, fed batch by batch.
- *   batches -> pre stages -> stateful stages -> post stages -> rollShards -> ShardSink.commit -> onCommit
- * A few batches may be in flight at once (decoding overlaps with the rest), but only one is inside
- * the stateful section; as it leaves, the partition's state is snapshotted onto the batch, and the
- * shard that ends with that batch commits exactly that state.
+ *   batches -> pre stages -> [stateful stages -> post stages -> rollShards] -> ShardSink.commit -> onCommit
+ * A few batches may be in the pre stages at once (decoding and the model pass overlap with the
+ * rest), but only one is inside the bracketed section, so the state snapshot taken when a shard
+ * closes matches exactly the samples in it.
  * `push` waits while too many batches are in flight or too many shards wait to commit: that is the
  * edge's backpressure.
  */
@@ -16,6 +16,8 @@ import { StateRegistry } from '../operators/state';
 import type { Coord, CrawlEvent, DeadReason } from '../records';
 import { type CommitRecord, FencedError, readState, recoverPartition } from '../streams/shard-log';
 import { type CommitResult, ShardSink } from '../streams/shard-sink';
+import type { BundleHolder } from './bundle-holder';
+import type { MixWeightsStore } from './mix-weights';
 import { curationChain } from './pipeline';
 import { Stats } from './stats';
 
@@ -29,6 +31,9 @@ export interface Inbound {
 export interface CuratorDeps {
   decode: (bytes: Buffer) => Promise<CrawlEvent>;
   fetch: ImageFetch | null;
+  /** the model bundle; null runs without model stages */
+  bundle: BundleHolder | null;
+  weights: MixWeightsStore;
   /** called in commit order after each commit record exists */
   onCommit?: (result: CommitResult) => Promise<void>;
   /** another curator committed this partition first: the edge must re-assign it */
@@ -60,12 +65,13 @@ export class Curator {
     this.sink = new ShardSink({
       out: cfg.out,
       configHash: configHash(cfg),
-      modelVersion: cfg.modelVersion,
+      modelVersion: deps.bundle?.version ?? cfg.modelVersion,
+      embeddings: cfg.output.embeddings,
       deadLetterBytes: cfg.limits.deadLetterBytes,
       compression: cfg.shard.compression,
       now: deps.now,
     });
-    const chain = curationChain(cfg, { decode: deps.decode, fetch: deps.fetch, state: this.state });
+    const chain = curationChain(cfg, { decode: deps.decode, fetch: deps.fetch, state: this.state, bundle: deps.bundle, weights: deps.weights });
     const data$ = this.input$.pipe(
       chain.pre,
       concatMap(async (batch) => {
@@ -80,25 +86,21 @@ export class Curator {
         return false;
       }),
       chain.stateful,
-      map((batch) => {
-        batch.stateAfter = this.state.snapshot(partitionKey(batch.topic, batch.partition));
-        this.statefulBusy--;
-        this.wake();
-        return batch;
-      }),
       chain.post,
-      tap(() => {
-        this.admitted--;
-        this.wake();
-      }),
-      // and one revoked while in the post stages never reaches the roller
-      filter((batch) => batch.epoch === this.epochs.get(partitionKey(batch.topic, batch.partition))),
       map((batch): RollInput => ({ kind: 'data', batch })),
+      // the roller handles each input synchronously, so leaving here lets the next batch in only after it
+      tap(() => this.leave()),
     );
     this.finished = new Promise((resolve, reject) => {
       merge(data$, this.control$)
         .pipe(
-          rollShards({ ...cfg.shard, scheduler: deps.scheduler }),
+          rollShards({
+            ...cfg.shard,
+            // snapshots are taken only when a shard closes, while no batch is inside the section
+            snapshot: (topic, partition) => this.state.snapshot(partitionKey(topic, partition)),
+            canFlush: () => this.statefulBusy === 0,
+            scheduler: deps.scheduler,
+          }),
           tap(() => this.pendingCommits++),
           concatMap((chunk) => from(this.commit(chunk))),
         )
@@ -186,7 +188,7 @@ export class Curator {
     }
   }
 
-  /** a batch was dropped at the stateful entry */
+  /** a batch left the section (handed to the roller, or dropped at the entry) */
   private leave(): void {
     this.statefulBusy--;
     this.admitted--;

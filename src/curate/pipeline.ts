@@ -1,22 +1,42 @@
 /**
- * The curation chain of DESIGN 4 as a plain list of operators. This issue's chain: decode and
- * validate, fetch by URL, decode the image once, exact-duplicate removal. Later stages slot in here.
+ * The curation chain of DESIGN 4 as plain lists of operators:
+ *   pre:      decode + validate, fetch by URL, decode the image once, embed (one model pass),
+ *             tag, mix the scores
+ *   stateful: exact and near duplicates, concept balancing, soft-cap copies (in that order)
+ *   post:     condense and enrich, only for samples that will be written
+ * Without a model bundle the model stages are left out, and so are the stages that need their
+ * scores (mix, soft-cap).
  */
 import type { OperatorFunction } from 'rxjs';
+import { map } from 'rxjs';
 import type { Config } from '../config/config';
+import { condense } from '../operators/condense';
 import { decodeEvent } from '../operators/decode-event';
 import { decodeImage } from '../operators/decode-image';
+import { balance } from '../operators/balance';
 import { dedupExact } from '../operators/dedup-exact';
+import { dedupNear } from '../operators/dedup-near';
+import { embed } from '../operators/embed';
+import { enrich } from '../operators/enrich';
 import { fetchImages, type ImageFetch } from '../operators/fetch-images';
+import { mix } from '../operators/mix';
 import type { Batch } from '../operators/sample';
+import { softCap } from '../operators/soft-cap';
 import type { StateRegistry } from '../operators/state';
+import { tag } from '../operators/tag';
 import { validateEvent } from '../operators/validate-event';
 import type { CrawlEvent } from '../records';
+import { LlmClient } from '../text/llm-client';
+import type { BundleHolder } from './bundle-holder';
+import type { MixWeightsStore } from './mix-weights';
 
 export interface ChainDeps {
   decode: (bytes: Buffer) => Promise<CrawlEvent>;
   fetch: ImageFetch | null;
   state: StateRegistry;
+  /** null: run without model stages */
+  bundle: BundleHolder | null;
+  weights: MixWeightsStore;
 }
 
 export interface Chain {
@@ -33,6 +53,7 @@ const compose = (stages: OperatorFunction<Batch, Batch>[]): OperatorFunction<Bat
 
 export function curationChain(cfg: Config, deps: ChainDeps): Chain {
   const l = cfg.limits;
+  const holder = deps.bundle;
   const pre: OperatorFunction<Batch, Batch>[] = [
     decodeEvent({ decode: deps.decode, concurrency: 8 }),
     validateEvent({ maxCaptionChars: l.maxCaptionChars }),
@@ -48,8 +69,47 @@ export function curationChain(cfg: Config, deps: ChainDeps): Chain {
     }),
   ];
   const stateful: OperatorFunction<Batch, Batch>[] = [];
-  if (cfg.dedup.exact) stateful.push(dedupExact({ memory: cfg.dedup.memory, state: deps.state }));
   const post: OperatorFunction<Batch, Batch>[] = [];
+  if (cfg.dedup.exact) stateful.push(dedupExact({ memory: cfg.dedup.memory, state: deps.state }));
+  if (cfg.dedup.near) {
+    const d = cfg.dedup;
+    stateful.push(dedupNear({ maxBits: d.nearMaxBits, eps: d.nearEps, memory: d.nearMemory, useEmbeddings: holder !== null, state: deps.state }));
+  }
+  if (cfg.balance.enabled) {
+    const vocabulary = holder?.current.tags.vocabulary ?? [];
+    stateful.push(balance({ tau: cfg.balance.tau, vocabulary, seed: cfg.seed, state: deps.state }));
+  }
+
+  if (holder) {
+    const bundle = (batch: Batch) => holder.forBatch(batch);
+    pre.push(
+      map((batch) => {
+        holder.stamp(batch);
+        return batch;
+      }),
+      embed({ bundle, batchSize: 32 }),
+    );
+    if (cfg.tag.enabled) pre.push(tag({ bundle, threshold: cfg.tag.threshold ?? undefined, source: cfg.tag.source, rho: cfg.tag.rho }));
+    pre.push(mix({ weights: () => deps.weights.current() }));
+    if (cfg.softCap.enabled) {
+      const sc = cfg.softCap;
+      stateful.push(
+        softCap({ alpha: sc.alpha, rate: sc.rate, mode: sc.mode, maxCopies: sc.maxCopies, halfLife: sc.halfLife ?? undefined, seed: cfg.seed, state: deps.state }),
+      );
+    }
+    if (cfg.condense.enabled) {
+      const c = cfg.condense;
+      post.push(
+        condense({ rho: c.rho, mass: c.mass ?? undefined, blank: c.blank, quality: c.quality, forceDetections: { minScore: c.forceDetectionScore } }),
+      );
+    }
+  }
+  if (cfg.enrich.enabled) {
+    const e = cfg.enrich;
+    const llm = e.llmUrl
+      ? new LlmClient({ baseUrl: e.llmUrl, model: e.llmModel, apiKey: e.llmApiKey ?? undefined, timeoutMs: e.llmTimeoutMs, concurrency: e.llmConcurrency })
+      : null;
+    post.push(enrich({ threshold: e.threshold, llm, maxAdded: e.maxAdded }));
+  }
   return { pre: compose(pre), stateful: compose(stateful), post: compose(post) };
 }
-

@@ -11,6 +11,7 @@ import { openFileSource, type FileRecord } from '../streams/file-source';
 import { avroCodec, openRegistry, toCrawlEvent } from '../streams/registry-codec';
 import { createImageFetcher } from '../streams/safe-fetch';
 import { Curator, type Inbound } from './curator';
+import { openModels, openWeights } from './models';
 
 export interface FileRunOptions {
   onProgress?: (curator: Curator) => void;
@@ -19,11 +20,13 @@ export interface FileRunOptions {
 export async function curateFiles(cfg: Config, opts: FileRunOptions = {}): Promise<Curator> {
   const topic = cfg.input ? basename(cfg.input) : 'demo';
   const codec = await avroCodec(openRegistry(cfg.registry.startsWith('mock://') ? cfg.registry : 'mock://squeeze'), topic, 'crawl-event', toCrawlEvent);
-  const curator = new Curator(cfg, { decode: codec.decode, fetch: makeFetcher(cfg) });
-  const next = (await curator.assign(topic, 0)) ?? 0;
+  // open the input first: a wrong path is the user's mistake to hear about before anything loads
   const records: AsyncIterable<FileRecord> = cfg.input
     ? openFileSource(cfg.input, { maxRecordBytes: cfg.limits.maxRecordBytes, maxImageBytes: cfg.limits.maxImageBytes })
     : demoRecords(topic, cfg.demo ?? 200, cfg.seed);
+  const bundle = await openModels(cfg);
+  const curator = new Curator(cfg, { decode: codec.decode, fetch: makeFetcher(cfg), bundle, weights: openWeights(cfg) });
+  const next = (await curator.assign(topic, 0)) ?? 0;
   const timer = opts.onProgress ? setInterval(() => opts.onProgress!(curator), 1000) : null;
   try {
     let batch: Inbound[] = [];
@@ -40,6 +43,7 @@ export async function curateFiles(cfg: Config, opts: FileRunOptions = {}): Promi
     await curator.close();
   } finally {
     if (timer) clearInterval(timer);
+    await bundle?.close();
   }
   return curator;
 }

@@ -20,6 +20,12 @@ import { readCommits } from '../streams/shard-log';
 import type { CommitResult } from '../streams/shard-sink';
 import { Curator } from './curator';
 import { makeFetcher } from './run-files';
+import { loadBundle } from '../models/bundle';
+import type { ControlEvent } from '../records';
+import { followControl } from '../streams/control';
+import type { BundleHolder } from './bundle-holder';
+import type { MixWeightsStore } from './mix-weights';
+import { openModels, openWeights } from './models';
 
 export interface KafkaRunOptions {
   /** replay: first offset per partition (overrides commit records of an empty --out) */
@@ -64,10 +70,17 @@ export async function curateKafka(cfg: Config, opts: KafkaRunOptions = {}): Prom
   });
   await consumer.connect();
 
+  const bundle = await openModels(cfg);
+  const weights = openWeights(cfg);
+  const control = await followControl(kafka, cfg.registry, cfg.kafka.controlTopic, (e) => applyControl(e, weights, bundle, cfg));
+  await control.caughtUp;
+
   let edge: PartitionedConsumer | null = null;
   const curator: Curator = new Curator(cfg, {
     decode: codecs.events.decode,
     fetch: makeFetcher(cfg),
+    bundle,
+    weights,
     onCommit: (r) => afterCommit(r, { producer, consumer, codecs, cfg, commit: !replay }),
     onFenced: (topic, partition) => void edge?.reset(topic, partition),
   });
@@ -90,11 +103,13 @@ export async function curateKafka(cfg: Config, opts: KafkaRunOptions = {}): Prom
   });
 
   const shutdown = async (): Promise<void> => {
+    await control.stop().catch(() => undefined);
     await consumer.disconnect().catch(() => undefined);
     await curator.flush().catch(() => undefined);
     await curator.close().catch(() => undefined);
     await producer.disconnect().catch(() => undefined);
     await admin.disconnect().catch(() => undefined);
+    await bundle?.close().catch(() => undefined);
   };
 
   await edge.start(cfg.kafka.fromBeginning);
@@ -116,6 +131,22 @@ export async function curateKafka(cfg: Config, opts: KafkaRunOptions = {}): Prom
     await shutdown();
   }
   return curator;
+}
+
+/**
+ * Applies a control event: new mixing weights take effect from the next batch; a new model version
+ * with a bundle directory is loaded in the background and swapped in between batches.
+ */
+function applyControl(e: ControlEvent, weights: MixWeightsStore, bundle: BundleHolder | null, cfg: Config): void {
+  if (e.kind === 'mix_weights') {
+    if (weights.apply(e)) process.stderr.write(`squeeze: mixing weights ${weights.current().version} from the control topic\n`);
+    return;
+  }
+  if (!bundle || !e.bundle_uri || e.model_version === bundle.version) return;
+  loadBundle(e.bundle_uri, { threads: cfg.threads })
+    .then((next) => bundle.swap(next))
+    .then(() => process.stderr.write(`squeeze: model bundle ${bundle.version} from the control topic\n`))
+    .catch((err: Error) => process.stderr.write(`squeeze: could not load announced bundle ${e.bundle_uri}: ${err.message.split('\n')[0]}\n`));
 }
 
 /** Records between each partition's last commit record and its end, summed (0 when all are committed). */

@@ -2,12 +2,11 @@
  * rollShards: groups the batches of each partition into shard-sized chunks. A chunk closes when
  * its rows, bytes or event-time span reach a limit (decided by the records), when the partition
  * has been idle for `idleMs` (the one wall-clock boundary, itself committed), or on `flush`.
- * Chunks close on batch boundaries and carry the operator-state snapshot the last batch brought
- * along (`batch.stateAfter`), so the state matches exactly the samples in the chunk. Revoking a
- * partition discards its open chunk.
+ * Chunks close on batch boundaries, so the operator-state snapshot taken at the close matches
+ * exactly the samples in the chunk. Revoking a partition discards its open chunk.
  *
  * @example
- * merge(curated$.pipe(map(data)), controls$).pipe(rollShards({ maxRows: 1000, maxBytes: 64 << 20, maxSpanMs: 3.6e6, idleMs: 5000 }))
+ * merge(curated$.pipe(map(data)), controls$).pipe(rollShards({ maxRows: 1000, ..., snapshot }))
  */
 import { asyncScheduler, Observable, type OperatorFunction, type SchedulerLike, type Subscription } from 'rxjs';
 import { type Batch, partitionKey, type Sample } from './sample';
@@ -33,6 +32,9 @@ export interface RollShardsOptions {
   maxBytes: number;
   maxSpanMs: number;
   idleMs: number;
+  snapshot: (topic: string, partition: number) => Record<string, unknown>;
+  /** an idle close waits until this is true, so no batch of the partition is half-way through the operators */
+  canFlush?: () => boolean;
   scheduler?: SchedulerLike;
 }
 
@@ -40,7 +42,6 @@ interface Open {
   topic: string;
   partition: number;
   samples: Sample[];
-  state: Record<string, unknown>;
   rows: number;
   bytes: number;
   minTime: number;
@@ -67,22 +68,28 @@ export function rollShards(options: RollShardsOptions): OperatorFunction<RollInp
         o.idle?.unsubscribe();
         open.delete(key);
         if (o.samples.length === 0) return;
-        out.next({ topic: o.topic, partition: o.partition, samples: o.samples, reason, state: o.state });
+        const state = options.snapshot(o.topic, o.partition);
+        out.next({ topic: o.topic, partition: o.partition, samples: o.samples, reason, state });
       };
 
       const armIdle = (key: string, o: Open): void => {
         o.idle?.unsubscribe();
-        o.idle = scheduler.schedule(() => close(key, 'idle'), options.idleMs);
+        o.idle = scheduler.schedule(function tick() {
+          if (options.canFlush && !options.canFlush()) {
+            this.schedule(undefined, Math.min(options.idleMs, 100));
+            return;
+          }
+          close(key, 'idle');
+        }, options.idleMs);
       };
 
       const onBatch = (batch: Batch): void => {
         const key = partitionKey(batch.topic, batch.partition);
         let o = open.get(key);
         if (!o) {
-          o = { topic: batch.topic, partition: batch.partition, samples: [], state: {}, rows: 0, bytes: 0, minTime: Infinity, maxTime: -Infinity, idle: null };
+          o = { topic: batch.topic, partition: batch.partition, samples: [], rows: 0, bytes: 0, minTime: Infinity, maxTime: -Infinity, idle: null };
           open.set(key, o);
         }
-        if (batch.stateAfter) o.state = batch.stateAfter;
         for (const s of batch.samples) {
           o.samples.push(s);
           o.bytes += sampleBytes(s);

@@ -66,8 +66,6 @@ export interface Batch {
   epoch?: number;
   /** the model bundle version the batch is processed with (set before embed; hot reloads switch between batches) */
   modelVersion?: string;
-  /** set by the curator: the partition's operator state right after this batch left the stateful stages */
-  stateAfter?: Record<string, unknown>;
 }
 
 export function newSample(coord: Coord, raw: Buffer | null, rejected: Sample['rejected'] = null): Sample {

@@ -24,7 +24,10 @@ import {
 export interface ShardSinkOptions {
   out: string;
   configHash: string;
+  /** model version of rows no model stage touched */
   modelVersion: string;
+  /** write image_embedding and text_embedding */
+  embeddings?: boolean;
   deadLetterBytes: number;
   compression: 'UNCOMPRESSED' | 'GZIP' | 'SNAPPY';
   now?: () => number;
@@ -162,21 +165,21 @@ export class ShardSink {
       image_mime: img.mime,
       width: img.width,
       height: img.height,
-      grid_rows: null,
-      grid_cols: null,
-      kept_patches: null,
-      keep_ratio: null,
+      grid_rows: s.condensed?.grid.rows ?? s.model?.grid.rows ?? null,
+      grid_cols: s.condensed?.grid.cols ?? s.model?.grid.cols ?? null,
+      kept_patches: s.condensed ? [...s.condensed.kept] : null,
+      keep_ratio: s.condensed?.keepRatio ?? null,
       caption: s.caption,
       caption_raw: ev.caption,
-      tags: null,
+      tags: s.tags ? s.tags.map((t) => ({ label: t.label, score: t.score })) : null,
       clip_score: s.scores.clip_score ?? null,
       score: s.mixed?.score ?? null,
       scores: { ...s.scores },
       mix_version: s.mixed?.weightsVersion ?? null,
       copies: s.copies,
-      image_embedding: null,
-      text_embedding: null,
-      model_version: this.o.modelVersion,
+      image_embedding: this.o.embeddings && s.model ? Array.from(s.model.imageEmbedding) : null,
+      text_embedding: this.o.embeddings && s.model ? Array.from(s.model.textEmbedding) : null,
+      model_version: s.modelVersion ?? this.o.modelVersion,
       config_hash: this.o.configHash,
       curated_at: curatedAt,
       attrs,
