@@ -41,9 +41,10 @@ const ok = (r: Ran) => assert.equal(r.code, 0, `exit ${r.code} ${r.signal ?? ''}
 async function rowsOf(out: string): Promise<string[]> {
   const glob = join(out, 'topic=*', 'partition=*', '*.parquet');
   const rows = await duckQuery(
-    `SELECT source_partition, source_offset, id, caption FROM read_parquet(${sqlQuote(glob)}) ORDER BY 1, 2`,
+    `SELECT source_partition, source_offset, id, caption, copies, score, kept_patches FROM read_parquet(${sqlQuote(glob)}) ORDER BY 1, 2`,
   );
-  return rows.map((r) => `${r.source_partition}/${r.source_offset}/${r.id}/${r.caption}`);
+  // the row as the trainer sees it: which sample, its caption, how often, with what score and patches
+  return rows.map((r) => `${r.source_partition}/${r.source_offset}/${r.id}/${r.caption}/${r.copies}/${r.score}/${JSON.stringify(r.kept_patches)}`);
 }
 
 describe('Kafka mode', { skip }, () => {
