@@ -16,6 +16,9 @@ import { benchQuality } from './quality';
 import { benchSampling } from './sampling';
 import { committedEvents, runSqueeze, table, writeResult } from './lib';
 
+/** BENCH_MODELS=none measures the chain without model stages; default: the built-in bundle. */
+const modelArgs = (): string[] => (process.env.BENCH_MODELS ? ['--models', process.env.BENCH_MODELS] : []);
+
 async function embedded(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'bench-emb-'));
   const input = join(dir, 'crawl.jsonl');
@@ -26,13 +29,13 @@ async function embedded(): Promise<void> {
   const rows: Record<string, string | number>[] = [];
   for (const batch of [64, 128, 256]) {
     const out = join(dir, `out-${batch}`);
-    const r = await runSqueeze(['curate', '--input', input, '--out', out, '--progress', 'off', '--batch-size', String(batch)]);
+    const r = await runSqueeze(['curate', '--input', input, '--out', out, '--progress', 'off', '--batch-size', String(batch), ...modelArgs()]);
     if (r.code !== 0) throw new Error(r.stderr);
     const events = committedEvents(r.stdout);
     rows.push({ batch_size: batch, events, seconds: r.seconds.toFixed(1), events_per_s: (events / r.seconds).toFixed(0), peak_rss_mb: r.peakRssMb });
   }
   table(`Embedded curate, ${n} generated events from JSONL (generation took ${genSeconds.toFixed(1)} s, ${(n / genSeconds).toFixed(0)} events/s)`, rows);
-  console.log(`-> ${writeResult('embedded', { events: n, genSeconds, runs: rows })}`);
+  console.log(`-> ${writeResult(`embedded${process.env.BENCH_MODELS ? `-models-${process.env.BENCH_MODELS}` : ''}`, { events: n, genSeconds, models: process.env.BENCH_MODELS ?? 'builtin', runs: rows })}`);
   rmSync(dir, { recursive: true, force: true });
 }
 
@@ -42,7 +45,7 @@ async function rss(): Promise<void> {
   const series: Record<number, number[]> = {};
   for (const n of sizes) {
     const dir = mkdtempSync(join(tmpdir(), 'bench-rss-'));
-    const r = await runSqueeze(['curate', '--demo', String(n), '--out', join(dir, 'out'), '--progress', 'off'], {}, (s) => {
+    const r = await runSqueeze(['curate', '--demo', String(n), '--out', join(dir, 'out'), '--progress', 'off', ...modelArgs()], {}, (s) => {
       if (Math.round(s * 4) % 240 === 0) process.stderr.write(`  rss bench n=${n}: ${s.toFixed(0)} s\n`);
     });
     if (r.code !== 0) throw new Error(r.stderr);
@@ -60,7 +63,7 @@ async function rss(): Promise<void> {
     rmSync(dir, { recursive: true, force: true });
   }
   table('Peak RSS of `squeeze curate --demo N` (generation and curation in one process)', rows);
-  console.log(`-> ${writeResult('rss', { runs: rows, rssSeriesMbEvery5s: series })}`);
+  console.log(`-> ${writeResult(`rss${process.env.BENCH_MODELS ? `-models-${process.env.BENCH_MODELS}` : ''}`, { models: process.env.BENCH_MODELS ?? 'builtin', runs: rows, rssSeriesMbEvery5s: series })}`);
 }
 
 const mean = (xs: number[]) => (xs.length ? Math.round(xs.reduce((a, b) => a + b, 0) / xs.length) : 0);

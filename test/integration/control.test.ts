@@ -1,0 +1,90 @@
+/**
+ * Hot reload through the control topic: mixing weights published while a curator runs change the
+ * scores of later batches only, and rows record which weights produced them.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import type { ChildProcess } from 'node:child_process';
+import { BUILTIN_BUNDLE } from '../../src/curate/models';
+import { DEFAULT_MIX_WEIGHTS } from '../../src/operators/mix';
+import { writeGenJsonl } from '../../src/gen';
+import { readCommits } from '../../src/streams/shard-log';
+import { squeeze } from '../helpers/cli';
+import { duckQuery, sqlQuote } from '../helpers/duckdb';
+import { BROKERS, createTopic, highWatermarks, REGISTRY, servicesAvailable } from '../helpers/kafka';
+
+const skip = !servicesAvailable()
+  ? 'skipped: SQUEEZE_BROKERS/SQUEEZE_REGISTRY not set (run through npm test, which starts deploy/services.sh)'
+  : !existsSync(join(BUILTIN_BUNDLE, 'bundle.json'))
+    ? 'skipped: the built-in model bundle is absent (squeeze build-model --out models/builtin)'
+    : false;
+
+async function committedUpTo(out: string, topic: string, high: Map<number, number>, timeoutMs: number): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    let done = true;
+    for (const [p, h] of high) {
+      const c = await readCommits(out, topic, p);
+      if (h > 0 && (c.length === 0 || c[c.length - 1].end_offset < h - 1)) done = false;
+    }
+    if (done) return;
+    if (Date.now() > until) throw new Error(`not committed up to ${JSON.stringify([...high])} in time`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+test('weights published on the control topic change later batches only', { skip }, async () => {
+  const work = mkdtempSync(join(tmpdir(), 'control-it-'));
+  const run = `${process.pid}-${Date.now()}`;
+  const topic = `it.control.${run}`;
+  const controlTopic = `it.control-topic.${run}`;
+  const service = ['--brokers', BROKERS, '--registry', REGISTRY];
+  await writeGenJsonl(join(work, 'a.jsonl'), { n: 240, seed: 31, badRate: 0 });
+  await writeGenJsonl(join(work, 'b.jsonl'), { n: 240, seed: 32, badRate: 0 });
+  await createTopic(topic, 2);
+  const produce = async (file: string) => {
+    const r = await squeeze(['produce', ...service, '--topic', topic, '--input', join(work, file), '--progress', 'off']);
+    assert.equal(r.code, 0, r.stderr);
+  };
+  await produce('a.jsonl');
+  const out = join(work, 'out');
+  let child: ChildProcess | null = null;
+  const curating = squeeze(
+    ['curate', ...service, '--topic', topic, '--group', `g-${run}`, '--control-topic', controlTopic, '--out', out,
+      '--idle-ms', '500', '--shard-rows', '40', '--progress', 'off', '--no-soft-cap'],
+    { onStart: (p) => (child = p) },
+  );
+  const phase1 = await highWatermarks(topic);
+  await committedUpTo(out, topic, phase1, 240_000);
+
+  const pub = await squeeze(['control', ...service, '--control-topic', controlTopic, '--weights', '{"clip_score": -2}', '--bias', '1']);
+  assert.equal(pub.code, 0, pub.stderr);
+  await new Promise((r) => setTimeout(r, 4000));
+  await produce('b.jsonl');
+  const phase2 = await highWatermarks(topic);
+  await committedUpTo(out, topic, phase2, 240_000);
+  (child as ChildProcess | null)?.kill('SIGTERM');
+  const done = await curating;
+  assert.equal(done.code, 0, done.stderr);
+  assert.match(done.stderr, /mixing weights mix-.* from the control topic/);
+
+  const rows = await duckQuery(
+    `SELECT source_partition AS p, source_offset AS o, score, scores['clip_score'] AS clip, mix_version FROM read_parquet(${sqlQuote(join(out, 'topic=*', 'partition=*', '*.parquet'))})`,
+  );
+  const before = rows.filter((r) => Number(r.o) < (phase1.get(Number(r.p)) ?? 0));
+  const after = rows.filter((r) => Number(r.o) >= (phase1.get(Number(r.p)) ?? 0));
+  assert.ok(before.length > 50 && after.length > 50, `${before.length} rows before, ${after.length} after`);
+  const d = DEFAULT_MIX_WEIGHTS;
+  const z = (clip: number) => (clip - d.stats.clip_score.mean) / d.stats.clip_score.std;
+  for (const r of before) {
+    assert.equal(r.mix_version, d.version);
+    assert.ok(Math.abs(Number(r.score) - (d.weights.clip_score * z(Number(r.clip)) + d.bias)) < 1e-3, 'default weights');
+  }
+  for (const r of after) {
+    assert.match(String(r.mix_version), /^mix-/);
+    assert.ok(Math.abs(Number(r.score) - (1 - 2 * z(Number(r.clip)))) < 1e-3, 'new weights: 1 - 2 * standardised clip_score');
+  }
+});
