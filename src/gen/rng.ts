@@ -2,16 +2,7 @@
  * Seeded randomness for the synthetic crawl. Everything in `src/gen` draws from here, never from
  * Math.random, so the same seed always yields byte-identical events.
  */
-
-/** 32-bit finaliser (murmur3 fmix32): spreads every input bit over the output. */
-function fmix32(h: number): number {
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
-}
+import { fmix32 } from '../util/hash';
 
 /**
  * Hashes a list of numbers into one 32-bit seed. Numbers are taken as integers; values beyond 32 bits

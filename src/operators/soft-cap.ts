@@ -35,6 +35,7 @@
  * @example
  * batches$.pipe(mix({ weights: () => store.current() }), softCap({ alpha: 0.15, rate: 1, seed: 7, halfLife: 50_000, state }))
  */
+import { fmix32 } from '../util/hash';
 import type { OperatorFunction } from 'rxjs';
 import { type Batch, filter, partitionKey, type Sample } from './sample';
 import { stage } from './stage';
@@ -173,15 +174,6 @@ export function solveLambda(values: ArrayLike<number>, weights: ArrayLike<number
 
 // ---------------------------------------------------------------------------------------------------
 // deterministic randomness: a counter-based generator keyed by (seed, sample id)
-
-function fmix32(h: number): number {
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
-}
 
 /** MurmurHash3 (x86, 32-bit) over the UTF-16 code units of a string */
 function murmur32(str: string, seed: number): number {
