@@ -1,11 +1,11 @@
 /**
  * The curation chain of DESIGN 4 as plain lists of operators:
  *   pre:      decode + validate, fetch by URL, decode the image once, embed (one model pass),
- *             tag, mix the scores
+ *             tag, model-free quality scores, mix the scores
  *   stateful: exact and near duplicates, concept balancing, soft-cap copies (in that order)
  *   post:     condense and enrich, only for samples that will be written
- * Without a model bundle the model stages are left out, and so are the stages that need their
- * scores (mix, soft-cap).
+ * Without a model bundle the model stages (embed, tag, condense) are left out; mixing and
+ * soft-cap then run on the model-free scores alone.
  */
 import type { OperatorFunction } from 'rxjs';
 import { map } from 'rxjs';
@@ -20,6 +20,7 @@ import { embed } from '../operators/embed';
 import { enrich } from '../operators/enrich';
 import { fetchImages, type ImageFetch } from '../operators/fetch-images';
 import { mix } from '../operators/mix';
+import { scoreQuality } from '../operators/score-quality';
 import type { Batch } from '../operators/sample';
 import { softCap } from '../operators/soft-cap';
 import type { StateRegistry } from '../operators/state';
@@ -90,19 +91,17 @@ export function curationChain(cfg: Config, deps: ChainDeps): Chain {
       embed({ bundle, batchSize: 32 }),
     );
     if (cfg.tag.enabled) pre.push(tag({ bundle, threshold: cfg.tag.threshold ?? undefined, source: cfg.tag.source, rho: cfg.tag.rho }));
-    pre.push(mix({ weights: () => deps.weights.current() }));
-    if (cfg.softCap.enabled) {
-      const sc = cfg.softCap;
-      stateful.push(
-        softCap({ alpha: sc.alpha, rate: sc.rate, mode: sc.mode, maxCopies: sc.maxCopies, halfLife: sc.halfLife ?? undefined, seed: cfg.seed, state: deps.state }),
-      );
-    }
-    if (cfg.condense.enabled) {
-      const c = cfg.condense;
-      post.push(
-        condense({ rho: c.rho, mass: c.mass ?? undefined, blank: c.blank, quality: c.quality, forceDetections: { minScore: c.forceDetectionScore } }),
-      );
-    }
+  }
+  pre.push(scoreQuality(), mix({ weights: () => deps.weights.current() }));
+  if (cfg.softCap.enabled) {
+    const sc = cfg.softCap;
+    stateful.push(
+      softCap({ alpha: sc.alpha, rate: sc.rate, mode: sc.mode, maxCopies: sc.maxCopies, halfLife: sc.halfLife ?? undefined, seed: cfg.seed, state: deps.state }),
+    );
+  }
+  if (holder && cfg.condense.enabled) {
+    const c = cfg.condense;
+    post.push(condense({ rho: c.rho, mass: c.mass ?? undefined, blank: c.blank, quality: c.quality, forceDetections: { minScore: c.forceDetectionScore } }));
   }
   if (cfg.enrich.enabled) {
     const e = cfg.enrich;

@@ -38,10 +38,14 @@ export interface MixWeights {
 
 /** Until calibrated: the CLIP score alone, standardised with typical statistics. */
 export const DEFAULT_MIX_WEIGHTS: MixWeights = Object.freeze({
-  version: 'default-1',
-  weights: Object.freeze({ clip_score: 1 }) as Record<string, number>,
+  version: 'default-2',
+  weights: Object.freeze({ clip_score: 1, caption_quality: 0.5, image_quality: 0.25 }) as Record<string, number>,
   bias: 0,
-  stats: Object.freeze({ clip_score: Object.freeze({ mean: 0.25, std: 0.1 }) }) as MixWeights['stats'],
+  stats: Object.freeze({
+    clip_score: Object.freeze({ mean: 0.25, std: 0.1 }),
+    caption_quality: Object.freeze({ mean: 0.6, std: 0.3 }),
+    image_quality: Object.freeze({ mean: 0.5, std: 0.15 }),
+  }) as MixWeights['stats'],
 }) as MixWeights;
 
 /** What the operator has done; pass one in to read it (telemetry, tests). */

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import type { ChildProcess } from 'node:child_process';
 import { BUILTIN_BUNDLE } from '../../src/curate/models';
-import { DEFAULT_MIX_WEIGHTS } from '../../src/operators/mix';
+import { DEFAULT_MIX_WEIGHTS, mixScore } from '../../src/operators/mix';
 import { writeGenJsonl } from '../../src/gen';
 import { readCommits } from '../../src/streams/shard-log';
 import { squeeze } from '../helpers/cli';
@@ -72,7 +72,7 @@ test('weights published on the control topic change later batches only', { skip 
   assert.match(done.stderr, /mixing weights mix-.* from the control topic/);
 
   const rows = await duckQuery(
-    `SELECT source_partition AS p, source_offset AS o, score, scores['clip_score'] AS clip, mix_version FROM read_parquet(${sqlQuote(join(out, 'topic=*', 'partition=*', '*.parquet'))})`,
+    `SELECT source_partition AS p, source_offset AS o, score, scores['clip_score'] AS clip, scores['caption_quality'] AS cq, scores['image_quality'] AS iq, mix_version FROM read_parquet(${sqlQuote(join(out, 'topic=*', 'partition=*', '*.parquet'))})`,
   );
   const before = rows.filter((r) => Number(r.o) < (phase1.get(Number(r.p)) ?? 0));
   const after = rows.filter((r) => Number(r.o) >= (phase1.get(Number(r.p)) ?? 0));
@@ -81,7 +81,8 @@ test('weights published on the control topic change later batches only', { skip 
   const z = (clip: number) => (clip - d.stats.clip_score.mean) / d.stats.clip_score.std;
   for (const r of before) {
     assert.equal(r.mix_version, d.version);
-    assert.ok(Math.abs(Number(r.score) - (d.weights.clip_score * z(Number(r.clip)) + d.bias)) < 1e-3, 'default weights');
+    const expected = mixScore({ clip_score: Number(r.clip), caption_quality: Number(r.cq), image_quality: Number(r.iq) }, d);
+    assert.ok(Math.abs(Number(r.score) - expected) < 1e-3, 'default weights');
   }
   for (const r of after) {
     assert.match(String(r.mix_version), /^mix-/);

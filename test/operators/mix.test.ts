@@ -26,9 +26,10 @@ test('standardise with the frozen statistics, weighted sum plus bias', () => {
   // 0.25 + 2·(0.4 − 0.3)/0.05 − 0.5·(7 − 4)/2 + 1·(−1.5 − 0)/1 = 0.25 + 4 − 0.75 − 1.5
   close(mixScore({ clip_score: 0.4, caption_quality: 7, novelty: -1.5, unrelated: 100 }, W), 2);
   // the default weights: the standardised CLIP score
-  close(mixScore({ clip_score: 0.35 }, DEFAULT_MIX_WEIGHTS), 1);
+  close(mixScore({ clip_score: 0.35, caption_quality: 0.6, image_quality: 0.5 }, DEFAULT_MIX_WEIGHTS), 1);
   assert.equal(FROM_STORE, DEFAULT_MIX_WEIGHTS);
-  assert.deepEqual(DEFAULT_MIX_WEIGHTS, { version: 'default-1', weights: { clip_score: 1 }, bias: 0, stats: { clip_score: { mean: 0.25, std: 0.1 } } });
+  assert.deepEqual(DEFAULT_MIX_WEIGHTS.weights, { clip_score: 1, caption_quality: 0.5, image_quality: 0.25 });
+  assert.equal(DEFAULT_MIX_WEIGHTS.version, 'default-2');
 });
 
 test('a missing score counts as its mean (0 after standardisation) and is counted; names without stats are used raw', async () => {
@@ -125,9 +126,10 @@ function event(weights: Record<string, number>, bias: number | null, publishedAt
 }
 
 test('MixWeightsStore.apply on control events', () => {
-  const store = new MixWeightsStore(DEFAULT_MIX_WEIGHTS);
+  const base: MixWeights = { version: 'default-1', weights: { clip_score: 1 }, bias: 0, stats: { clip_score: { mean: 0.25, std: 0.1 } } };
+  const store = new MixWeightsStore(base);
   assert.equal(store.current().version, 'default-1');
-  assert.deepEqual(store.current(), DEFAULT_MIX_WEIGHTS);
+  assert.deepEqual(store.current(), base);
 
   // model_version events are not for the store
   assert.equal(store.apply(event({ clip_score: 3 }, 1, 10, 'model_version')), false);
