@@ -102,7 +102,7 @@ describe('Kafka mode', { skip }, () => {
     const sample = await duckQuery(`SELECT id, width, height, copies, caption, attrs['truth_noise'] AS noise FROM read_parquet(${sqlQuote(audit.shards[0])}) LIMIT 5`);
     for (const r of sample) {
       assert.ok(Number(r.width) >= 32 && Number(r.height) >= 32);
-      assert.equal(r.copies, 1);
+      assert.ok(Number(r.copies) >= 1, 'written samples have at least one copy');
       assert.ok(typeof r.noise === 'string');
     }
 
