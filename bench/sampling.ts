@@ -5,6 +5,8 @@
  * dedup, balance, soft-cap) at the same number of copies; plus time and state size per operator.
  *   npm run bench -- sampling          (BENCH_SAMPLING_EVENTS, default 2000)
  */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { firstValueFrom, from, toArray, type OperatorFunction } from 'rxjs';
 import { BUILTIN_BUNDLE } from '../src/curate/models';
 import { generateCrawl } from '../src/gen';
@@ -16,6 +18,7 @@ import { dedupNear } from '../src/operators/dedup-near';
 import { embed } from '../src/operators/embed';
 import { DEFAULT_MIX_WEIGHTS, mix } from '../src/operators/mix';
 import { newSample, partitionKey, type Batch, type Sample } from '../src/operators/sample';
+import { scoreQuality } from '../src/operators/score-quality';
 import { softCap } from '../src/operators/soft-cap';
 import { StateRegistry } from '../src/operators/state';
 import { tag } from '../src/operators/tag';
@@ -39,7 +42,8 @@ async function runStage(name: string, op: OperatorFunction<Batch, Batch>, batche
 
 export async function benchSampling(): Promise<void> {
   const n = Number(process.env.BENCH_SAMPLING_EVENTS ?? 2000);
-  const bundle = await loadBundle(BUILTIN_BUNDLE, { threads: 1 });
+  // the built-in bundle when it exists; otherwise the model-free scores alone (as the curator does)
+  const bundle = existsSync(join(BUILTIN_BUNDLE, 'bundle.json')) ? await loadBundle(BUILTIN_BUNDLE, { threads: 1 }) : null;
   const all: Sample[] = [];
   let offset = 0;
   for await (const ev of generateCrawl({ n, seed: 5151, badRate: 0 })) {
@@ -52,8 +56,11 @@ export async function benchSampling(): Promise<void> {
   for (let i = 0; i < all.length; i += BATCH) batches.push({ topic: 'bench', partition: 0, samples: all.slice(i, i + BATCH) });
   const timing: Record<string, number> = {};
   batches = await runStage('decode', (src) => src.pipe(validateEvent({ maxCaptionChars: 2000 }), decodeImage(DECODE)), batches, timing);
-  batches = await runStage('embed', embed({ bundle }), batches, timing);
-  batches = await runStage('tag', tag({ bundle }), batches, timing);
+  if (bundle) {
+    batches = await runStage('embed', embed({ bundle }), batches, timing);
+    batches = await runStage('tag', tag({ bundle }), batches, timing);
+  }
+  batches = await runStage('score_quality', scoreQuality(), batches, timing);
   batches = await runStage('mix', mix({ weights: () => DEFAULT_MIX_WEIGHTS }), batches, timing);
   const scored = all.filter((s) => s.outcome.kind === 'keep' && s.mixed);
   const inputNoisy = scored.filter(isNoisy).length / scored.length;
@@ -62,7 +69,7 @@ export async function benchSampling(): Promise<void> {
   const state = new StateRegistry();
   batches = await runStage('dedup_exact', dedupExact({ memory: 100_000, state }), batches, timing);
   batches = await runStage('dedup_near', dedupNear({ state }), batches, timing);
-  batches = await runStage('balance', balance({ tau: 100, vocabulary: bundle.tags.vocabulary, seed: 7, state }), batches, timing);
+  batches = await runStage('balance', balance({ tau: 100, vocabulary: bundle?.tags.vocabulary ?? [], seed: 7, state }), batches, timing);
   batches = await runStage('soft_cap', softCap({ seed: 7, state, alpha: 0.15, rate: 1 }), batches, timing);
   const snap = state.snapshot(partitionKey('bench', 0));
   const written = scored.filter((s) => s.outcome.kind === 'keep');
@@ -74,16 +81,16 @@ export async function benchSampling(): Promise<void> {
   const sieveNoisy = byScore.filter(isNoisy).length / Math.max(1, byScore.length);
 
   const f3 = (x: number) => x.toFixed(3);
-  table(`Noisy share (mismatched, boilerplate, duplicate by truth) among copies written, ${scored.length} scored gen events`, [
+  table(`Noisy share (mismatched, boilerplate, duplicate by truth) among copies written, ${scored.length} scored gen events, scores: ${bundle ? bundle.version : 'model-free (caption_quality, image_quality)'}`, [
     { selection: 'input', samples_or_copies: scored.length, noisy_share: f3(inputNoisy) },
     { selection: 'sieving: top by mixed score, 1 copy each', samples_or_copies: byScore.length, noisy_share: f3(sieveNoisy) },
     { selection: 'full chain: dedup + balance + soft-cap', samples_or_copies: copies, noisy_share: f3(noisyCopies / Math.max(1, copies)) },
   ]);
   const ops = ['dedup_exact', 'dedup_near', 'balance', 'soft_cap'];
   table('Per operator: time over the stream and state snapshot size (one partition)', [
-    ...['decode', 'embed', 'tag', 'mix'].map((k) => ({ operator: k, seconds: timing[k].toFixed(2), samples_per_s: (all.length / timing[k]).toFixed(0), state_bytes: 0 })),
+    ...['decode', 'embed', 'tag', 'score_quality', 'mix'].filter((k) => k in timing).map((k) => ({ operator: k, seconds: timing[k].toFixed(2), samples_per_s: (all.length / timing[k]).toFixed(0), state_bytes: 0 })),
     ...ops.map((k) => ({ operator: k, seconds: timing[k].toFixed(2), samples_per_s: (all.length / timing[k]).toFixed(0), state_bytes: JSON.stringify(snap[k] ?? null).length })),
   ]);
-  await bundle.close();
-  console.log(`-> ${writeResult('sampling', { events: n, scored: scored.length, inputNoisy, sieveNoisy, chain: { written: written.length, copies, noisyCopies }, timing, stateBytes: Object.fromEntries(ops.map((k) => [k, JSON.stringify(snap[k] ?? null).length])) })}`);
+  await bundle?.close();
+  console.log(`-> ${writeResult('sampling', { events: n, bundle: bundle?.version ?? 'none', scored: scored.length, inputNoisy, sieveNoisy, chain: { written: written.length, copies, noisyCopies }, timing, stateBytes: Object.fromEntries(ops.map((k) => [k, JSON.stringify(snap[k] ?? null).length])) })}`);
 }
