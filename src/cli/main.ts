@@ -12,6 +12,7 @@ import { clearOutput } from './output-dir';
 import { COMMANDS, FLAGS, helpText } from './flags';
 import { printSummary, progressReporter } from './progress';
 import { produceFile } from './produce';
+import { buildModelCommand } from './build-model';
 import { genCommand } from './gen';
 import { replayRange } from './replay';
 import { controlCommand } from './control';
@@ -77,6 +78,8 @@ export async function run(argv: string[]): Promise<number> {
       return produceFile(cfg, local);
     case 'control':
       return controlCommand(cfg, local);
+    case 'build-model':
+      return buildModelCommand(cfg);
     case 'replay':
       return withTelemetry(cfg, () => replayRange(cfg, local));
     default:

@@ -113,6 +113,12 @@ const TagsSchema = z
     vocabulary: z.array(z.string().min(1)),
     prompt: z.string().includes('{}', { message: 'must contain "{}" where the tag goes' }).default('a photo of a {}'),
     threshold: z.number().default(0.25),
+    /**
+     * what `threshold` is compared with in zero-shot tagging: `softmax` (CLIP's zero-shot probability over
+     * the vocabulary, temperature 0.01) or `cosine` (the raw cosine of image and prompt, independent per
+     * class; what the built-in bundle's threshold is calibrated on)
+     */
+    confidence: z.enum(['softmax', 'cosine']).default('softmax'),
   })
   .strict();
 
@@ -431,7 +437,7 @@ export class OnnxModelBundle implements ModelBundle {
     return this.spec.version;
   }
 
-  get tags(): { vocabulary: string[]; prompt: string; threshold: number } {
+  get tags(): { vocabulary: string[]; prompt: string; threshold: number; confidence: 'softmax' | 'cosine' } {
     return this.spec.tags;
   }
 

@@ -65,6 +65,6 @@ export interface ModelBundle {
   readonly text: TextEncoder;
   readonly detector: ObjectDetector | null;
   /** class names for zero-shot tagging, with the prompt template that turns each into text */
-  readonly tags: { vocabulary: string[]; prompt: string; threshold: number };
+  readonly tags: { vocabulary: string[]; prompt: string; threshold: number; confidence: 'softmax' | 'cosine' };
   close(): Promise<void>;
 }

@@ -30,6 +30,9 @@ test('user mistakes print one line, no stack trace, and exit 2', async () => {
     [['curate', '--out', '/tmp/x', '--input', '/nonexistent/crawl.jsonl'], /input not found/],
     [['gen', '--out', '/tmp/x.jsonl', '--n', '0'], /--n must be a positive whole number/],
     [['replay', '--brokers', '127.0.0.1:1', '--out', '/tmp/never-used-replay'], /--from/],
+    [['build-model'], /--out DIR is required/],
+    [['build-model', '--out', 'src'], /holds files other than a bundle's/],
+    [['curate', '--out', '/tmp/x', '--demo', '3', '--models', '/nonexistent/bundle'], /no bundle\.json in --models/],
   ];
   for (const [args, want] of cases) {
     const r = await squeeze(args);

@@ -36,7 +36,7 @@ export interface FakeBundle extends ModelBundle {
   calls: FakeCalls;
 }
 
-export function fakeBundle(o: { vocabulary?: string[]; grid?: PatchGrid; detector?: boolean; threshold?: number } = {}): FakeBundle {
+export function fakeBundle(o: { vocabulary?: string[]; grid?: PatchGrid; detector?: boolean; threshold?: number; confidence?: 'softmax' | 'cosine' } = {}): FakeBundle {
   const vocabulary = o.vocabulary ?? ['star', 'ring', 'moon', 'heart'];
   const grid = o.grid ?? { rows: 4, cols: 4 };
   const P = grid.rows * grid.cols;
@@ -68,7 +68,7 @@ export function fakeBundle(o: { vocabulary?: string[]; grid?: PatchGrid; detecto
   return {
     version: 'fake-1',
     calls,
-    tags: { vocabulary, prompt: 'a photo of a {}', threshold: o.threshold ?? 0.3 },
+    tags: { vocabulary, prompt: 'a photo of a {}', threshold: o.threshold ?? 0.3, confidence: o.confidence ?? 'softmax' },
     vision: {
       grid,
       async encode(images: Buffer[], keep?: (Uint8Array | null)[]) {

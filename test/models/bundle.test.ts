@@ -187,7 +187,7 @@ test('a real-CLIP-layout bundle loads; image and text encodings have the right s
   try {
     assert.equal(bundle.version, 'test-clip-1');
     assert.deepEqual(bundle.vision.grid, { rows: 7, cols: 7 });
-    assert.deepEqual(bundle.tags, { vocabulary: ['cat', 'dog'], prompt: 'a photo of a {}', threshold: 0.25 });
+    assert.deepEqual(bundle.tags, { vocabulary: ['cat', 'dog'], prompt: 'a photo of a {}', threshold: 0.25, confidence: 'softmax' });
     assert.equal(bundle.detector, null);
 
     const img = await photo();

@@ -132,3 +132,14 @@ test('zero-shot without an embed pass encodes the whole image; a failing image i
   assert.deepEqual(labels(out.samples[0]).sort(), ['ring', 'star']);
   assert.deepEqual(out.samples.map(reason), ['keep', 'model_error']);
 });
+
+test("bundles with tags.confidence 'cosine': tau applies to each class's cosine, so several objects pass together", async () => {
+  const bundle = fakeBundle({ confidence: 'cosine' });
+  const [out] = await run([embed({ bundle }), tag({ bundle, threshold: 0.6, rho: 1 })], [batchOf([fakeSample(0, starAndRing)])]);
+  const t = out.samples[0].tags!;
+  // the softmax reading splits the mass (about 0.5 each) and tau 0.6 would keep nothing
+  assert.deepEqual(t.map((x) => x.label).sort(), ['ring', 'star']);
+  for (const x of t) assert.ok(x.score > 0.6 && x.score < 0.9, `cosine ${x.score}`);
+  const [strict] = await run([embed({ bundle }), tag({ bundle, threshold: 0.9, rho: 1 })], [batchOf([fakeSample(0, starAndRing)])]);
+  assert.deepEqual(strict.samples[0].tags, []);
+});
