@@ -22,9 +22,9 @@ export const FLAGS: FlagSpec[] = [
   { name: 'topic', path: 'topic', type: 'string', arg: 'T', help: 'input topic of raw crawl events (default crawl.raw)', commands: ALL },
   { name: 'group', path: 'group', type: 'string', arg: 'G', help: 'consumer group (default squeeze-curator)', commands: ['curate'] },
   { name: 'partitions', path: 'kafka.partitions', type: 'string', arg: 'N', help: 'partitions when squeeze creates a topic (default 6)', commands: ALL },
-  { name: 'input', path: 'input', type: 'string', arg: 'PATH', help: 'JSONL file, WebDataset .tar (or dir of them), or Parquet url/caption metadata', commands: ['curate', 'produce'] },
+  { name: 'input', path: 'input', type: 'string', arg: 'PATH', help: 'JSONL file, WebDataset .tar (or dir of them), or Parquet url/caption metadata; report: a curated output directory', commands: ['curate', 'produce', 'report'] },
   { name: 'demo', path: 'demo', type: 'string', arg: 'N', help: 'curate N generated demo events (embedded, no input needed)', commands: ['curate'] },
-  { name: 'out', path: 'out', type: 'string', arg: 'PATH', help: 'curate/replay: output directory for shards, dead letters and commit records; gen: JSONL file', commands: [...CURATE, 'gen', 'build-model'] },
+  { name: 'out', path: 'out', type: 'string', arg: 'PATH', help: 'curate/replay: output directory for shards, dead letters and commit records; gen: JSONL file; build-model: bundle directory; report: HTML file', commands: [...CURATE, 'gen', 'build-model', 'report'] },
   { name: 'models', path: 'models', type: 'string', arg: 'DIR', help: 'model bundle directory (default: the built-in CLIP); "none" skips the model and sampling stages', commands: CURATE },
   { name: 'threads', path: 'threads', type: 'string', arg: 'N', help: 'onnxruntime threads per model (default 2)', commands: CURATE },
   { name: 'rho', path: 'condense.rho', type: 'string', arg: 'R', help: 'share of image patches condense keeps (default 0.5)', commands: CURATE },
@@ -66,7 +66,7 @@ export const FLAGS: FlagSpec[] = [
   { name: 'bias', path: '@bias', type: 'string', arg: 'B', help: 'mixing bias to publish with --weights (default 0)', commands: ['control'] },
   { name: 'model-version', path: '@model-version', type: 'string', arg: 'V', help: 'model version to announce', commands: ['control'] },
   { name: 'bundle', path: '@bundle', type: 'string', arg: 'DIR', help: 'bundle directory of the announced model version', commands: ['control'] },
-  { name: 'n', path: '@n', type: 'string', arg: 'N', help: 'number of events to generate', commands: ['gen'] },
+  { name: 'n', path: '@n', type: 'string', arg: 'N', help: 'gen: number of events to generate; report: rows in the gallery (default 48)', commands: ['gen', 'report'] },
   { name: 'limit', path: '@limit', type: 'string', arg: 'N', help: 'publish at most N records', commands: ['produce'] },
   { name: 'prometheus-port', path: 'telemetry.prometheusPort', type: 'string', arg: 'PORT', help: 'serve Prometheus metrics on 127.0.0.1:PORT/metrics', commands: CURATE },
   { name: 'traces', path: 'telemetry.traces', type: 'string', arg: 'none|console', help: 'span export (default none)', commands: CURATE },
@@ -82,6 +82,7 @@ export const COMMANDS: Record<string, string> = {
   replay: 're-curate a time or offset range of a topic into a new output directory',
   'build-model': 'train and export the built-in CLIP bundle (deterministic): --out DIR [--seed S]',
   control: 'publish mixing weights or a model version on the control topic (as the trainer does)',
+  report: 'an HTML page of a curated output: accounting, score histograms, condensed images with kept patches: --input DIR --out FILE',
 };
 
 export function helpText(command?: string): string {

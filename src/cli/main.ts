@@ -14,6 +14,7 @@ import { printSummary, progressReporter } from './progress';
 import { produceFile } from './produce';
 import { buildModelCommand } from './build-model';
 import { genCommand } from './gen';
+import { reportCommand } from './report';
 import { replayRange } from './replay';
 import { controlCommand } from './control';
 
@@ -80,6 +81,8 @@ export async function run(argv: string[]): Promise<number> {
       return controlCommand(cfg, local);
     case 'build-model':
       return buildModelCommand(cfg);
+    case 'report':
+      return reportCommand(cfg, local);
     case 'replay':
       return withTelemetry(cfg, () => replayRange(cfg, local));
     default:

@@ -31,6 +31,8 @@ test('user mistakes print one line, no stack trace, and exit 2', async () => {
     [['gen', '--out', '/tmp/x.jsonl', '--n', '0'], /--n must be a positive whole number/],
     [['replay', '--brokers', '127.0.0.1:1', '--out', '/tmp/never-used-replay'], /--from/],
     [['build-model'], /--out DIR is required/],
+    [['report', '--out', '/tmp/x.html'], /--input DIR is required/],
+    [['report', '--input', 'src', '--out', '/tmp/x.html'], /not a curated output directory/],
     [['build-model', '--out', 'src'], /holds files other than a bundle's/],
     [['curate', '--out', '/tmp/x', '--demo', '3', '--models', '/nonexistent/bundle'], /no bundle\.json in --models/],
   ];
@@ -85,6 +87,19 @@ test('gen writes deterministic JSONL', async () => {
   assert.equal(b.code, 0);
   assert.equal(readFileSync(join(dir, 'a.jsonl'), 'utf8'), readFileSync(join(dir, 'b.jsonl'), 'utf8'));
   assert.equal(readFileSync(join(dir, 'a.jsonl'), 'utf8').trim().split('\n').length, 20);
+});
+
+test('report renders a curated output as one HTML page', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'report-'));
+  const cur = await squeeze(['curate', '--demo', '40', '--out', join(dir, 'out'), '--progress', 'off']);
+  assert.equal(cur.code, 0, cur.stderr);
+  const rep = await squeeze(['report', '--input', join(dir, 'out'), '--out', join(dir, 'r.html'), '--n', '5']);
+  assert.equal(rep.code, 0, rep.stderr);
+  const rows = Number(/\((\d+) rows from/.exec(rep.stdout)?.[1]);
+  assert.ok(rows > 0, rep.stdout);
+  const html = readFileSync(join(dir, 'r.html'), 'utf8');
+  assert.equal((html.match(/<article>/g) ?? []).length, Math.min(5, rows));
+  assert.match(html, /40 input records in \d+ commit records/);
 });
 
 test('control events from flags, with one-line errors for bad weights', async () => {

@@ -1,0 +1,66 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { histogram, htmlReport, mimeOf, type ReportRow } from '../../src/report/html-report';
+import type { CommitRecord } from '../../src/streams/shard-log';
+
+const row = (i: number, over: Partial<ReportRow> = {}): ReportRow => ({
+  id: `id-${i}`,
+  image: Buffer.from([0xff, 0xd8, 0xff, 0xe0, i]),
+  width: 200,
+  height: 100,
+  caption: `caption ${i}`,
+  caption_raw: `caption ${i}`,
+  tags: [{ label: 'star', score: 0.8 }],
+  kept_patches: [0, 5, 63],
+  grid_rows: 8,
+  grid_cols: 8,
+  copies: 1 + (i % 3),
+  score: i / 10,
+  clip_score: 0.5,
+  scores: { clip_score: 0.5, caption_quality: 0.25 },
+  model_version: 'builtin-clip-1-test',
+  ...over,
+});
+
+const commit = (over: Partial<CommitRecord> = {}): CommitRecord => ({
+  version: 1, topic: 't', partition: 0, start_offset: 0, end_offset: 9, records: 10, rows: 4, dead: 2, filtered: 4,
+  dead_by_reason: { decode_error: 2 }, filtered_by_reason: { zero_copies: 3, duplicate_exact: 1 }, filtered_offsets: {},
+  shard: 'x.parquet', shard_bytes: 1, dead_letters: null, state: null, close_reason: 'drain', config_hash: 'h',
+  model_version: 'm', schema_version: 2, created_at: 0, ...over,
+});
+
+test('histogram: equal bins over the finite values, the maximum in the last bin', () => {
+  const h = histogram([0, 1, 2, 3, NaN, Infinity], 3);
+  assert.deepEqual(h, { lo: 0, hi: 3, counts: [1, 1, 2] });
+  assert.deepEqual(histogram([5, 5], 4).counts, [2, 0, 0, 0]);
+  assert.deepEqual(histogram([NaN]).counts, []);
+});
+
+test('mimeOf sniffs JPEG, PNG and WebP and falls back to the format hint', () => {
+  assert.equal(mimeOf(Buffer.from([0xff, 0xd8, 0xff])), 'image/jpeg');
+  assert.equal(mimeOf(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a])), 'image/png');
+  assert.equal(mimeOf(Buffer.from('RIFF\0\0\0\0WEBPVP8 ', 'latin1')), 'image/webp');
+  assert.equal(mimeOf(Buffer.from('????'), 'gif'), 'image/gif');
+  assert.equal(mimeOf(Buffer.from('????')), 'application/octet-stream');
+});
+
+test('report: totals from the commit records, one tile per row with kept and dropped patches, captions escaped', () => {
+  const hostile = '<script>alert(1)</script> & "quotes"';
+  const html = htmlReport({
+    title: 'demo <1>',
+    commits: [commit(), commit({ start_offset: 10, end_offset: 19, dead: 0, dead_by_reason: {} })],
+    rows: [row(0, { caption_raw: hostile }), row(1), row(2, { kept_patches: null, image: null })],
+  });
+  assert.match(html, /20 input records in 2 commit records: <b>8<\/b> rows \(6 copies for the trainer\),\s+2 dead letters, 8 filtered/);
+  assert.match(html, /<td>zero_copies<\/td><td>6<\/td>/);
+  assert.equal((html.match(/<article>/g) ?? []).length, 3);
+  // rows 0 and 1 outline 3 kept patches and shade the other 61
+  assert.equal((html.match(/class="kept"/g) ?? []).length, 6);
+  assert.equal((html.match(/class="dropped"/g) ?? []).length, 122);
+  assert.equal((html.match(/data:image\/jpeg;base64,/g) ?? []).length, 2);
+  assert.doesNotMatch(html, /<script>/);
+  assert.match(html, /was: &lt;script&gt;alert\(1\)&lt;\/script&gt; &amp; &quot;quotes&quot;/);
+  assert.match(html, /<title>demo &lt;1&gt;: squeeze report<\/title>/);
+  for (const chart of ['mixed score of written rows', 'copies per written row', 'caption_quality', 'clip_score']) assert.ok(html.includes(`aria-label="${chart}"`), chart);
+  assert.equal((htmlReport({ title: 't', commits: [], rows: [row(0), row(1)], gallery: 1 }).match(/<article>/g) ?? []).length, 1);
+});
