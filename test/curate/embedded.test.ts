@@ -3,7 +3,7 @@
  * Parquet, audited with DuckDB; a re-run resumes; SIGKILLs at random moments lose and duplicate nothing.
  */
 import assert from 'node:assert/strict';
-import { appendFileSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { before, test } from 'node:test';
@@ -39,7 +39,7 @@ const env = { SQUEEZE_TEST: '1' };
 
 test('curates every line exactly once: rows, dead letters with reasons, filtered duplicates', async () => {
   const out = join(dir, 'out-a');
-  const ran = await squeeze(args(out, ['--shard-rows', '100']), { env });
+  const ran = await squeeze(args(out, ['--shard-rows', '40']), { env });
   assert.equal(ran.code, 0, ran.stderr);
   assert.match(ran.stdout, /accounting/);
   const audit = await auditOutput(out, 'crawl.jsonl', new Map([[0, lines]]));
@@ -81,6 +81,23 @@ test('curates every line exactly once: rows, dead letters with reasons, filtered
     assert.doesNotMatch(String(r.caption), /[\u0000-\u0008\u202e]/);
     assert.ok(Number(r.copies) >= 1, 'soft-cap writes only samples with copies');
   }
+  // the built-in bundle ran: condensed, tagged, scored rows that name the model
+  const builtin = join(__dirname, '..', '..', '..', 'models', 'builtin', 'bundle.json');
+  if (existsSync(builtin)) {
+    const version = JSON.parse(readFileSync(builtin, 'utf8')).version as string;
+    const [m] = await duckQuery(
+      `SELECT count(*) AS n, count(*) FILTER (WHERE model_version = ${sqlQuote(version)}) AS named,
+              count(*) FILTER (WHERE len(kept_patches) = 32 AND grid_rows = 8 AND grid_cols = 8) AS condensed,
+              count(*) FILTER (WHERE len(tags) > 0) AS tagged, count(*) FILTER (WHERE clip_score > 0.3) AS matched
+       FROM read_parquet(${sqlQuote(join(out, 'topic=crawl.jsonl/partition=0/*.parquet'))})`,
+    );
+    assert.equal(Number(m.named), Number(m.n), 'every row names the bundle version');
+    assert.equal(Number(m.condensed), Number(m.n), 'every row keeps 32 of 64 patches (rho 0.5)');
+    assert.ok(Number(m.tagged) > 0.5 * Number(m.n), `${m.tagged} of ${m.n} rows tagged`);
+    assert.ok(Number(m.matched) > 0.5 * Number(m.n), `${m.matched} of ${m.n} rows with clip_score > 0.3`);
+  } else {
+    console.log('models/builtin absent: model columns not checked');
+  }
   // soft-cap meets its target rate of 1 copy per sample it saw, give or take
   const copies = rows.reduce((a, r) => a + Number(r.copies), 0);
   const sampled = rows.length + (audit.filteredByReason.zero_copies ?? 0);
@@ -89,7 +106,7 @@ test('curates every line exactly once: rows, dead letters with reasons, filtered
 
 test('a second run over the same output resumes and adds nothing', async () => {
   const out = join(dir, 'out-a');
-  const ran = await squeeze(args(out, ['--shard-rows', '100']), { env });
+  const ran = await squeeze(args(out, ['--shard-rows', '40']), { env });
   assert.equal(ran.code, 0, ran.stderr);
   assert.match(ran.stdout, /curated 0 events/);
   await auditOutput(out, 'crawl.jsonl', new Map([[0, lines]]));
@@ -115,7 +132,10 @@ test('SIGKILL at random moments, restart each time: nothing lost, nothing twice,
   const audit = await auditOutput(out, 'crawl.jsonl', new Map([[0, lines]]));
   const clean = await auditOutput(join(dir, 'out-a'), 'crawl.jsonl', new Map([[0, lines]]));
   assert.deepEqual([audit.rows, audit.dead, audit.filtered], [clean.rows, clean.dead, clean.filtered]);
-  const ids = (o: string) =>
-    duckQuery(`SELECT id FROM read_parquet(${sqlQuote(join(o, 'topic=crawl.jsonl/partition=0/*.parquet'))}) ORDER BY source_offset`);
-  assert.deepEqual(await ids(out), await ids(join(dir, 'out-a')), 'the same rows as an uninterrupted run');
+  const rows = (o: string) =>
+    duckQuery(
+      `SELECT id, copies, score, scores, kept_patches, tags, caption
+       FROM read_parquet(${sqlQuote(join(o, 'topic=crawl.jsonl/partition=0/*.parquet'))}) ORDER BY source_offset`,
+    );
+  assert.deepEqual(await rows(out), await rows(join(dir, 'out-a')), 'the same rows (ids, copies, scores, patches, tags) as an uninterrupted run');
 });
