@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { trace } from '@opentelemetry/api';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { firstValueFrom, of } from 'rxjs';
@@ -50,4 +52,39 @@ test('a span per batch per operator, and drops counted by stage and reason on th
   assert.match(text, /squeeze_decisions_total\{[^}]*stage="decode_image"[^}]*reason="unsupported_format"[^}]*\} 1/);
   assert.match(text, /squeeze_decisions_total\{[^}]*stage="validate_event"[^}]*reason="missing_image"[^}]*\} 1/);
   assert.match(text, /squeeze_stage_batch_seconds_count\{[^}]*stage="decode_image"[^}]*\} 1/);
+});
+
+test('the Grafana dashboard queries only metrics and labels the curator exports', async () => {
+  const { Stats } = await import('../../src/curate/stats');
+  const { recordLag } = await import('../../src/telemetry/telemetry');
+  new Stats().committed({
+    version: 1, topic: 'tel', partition: 2, start_offset: 0, end_offset: 2, records: 3, rows: 1, dead: 2, filtered: 0,
+    dead_by_reason: { missing_image: 1, unsupported_format: 1 }, filtered_by_reason: {}, filtered_offsets: {},
+    shard: 's.parquet', shard_bytes: 100, dead_letters: null, state: null, close_reason: 'drain', config_hash: 'h',
+    model_version: 'none', schema_version: 2, created_at: 0,
+  });
+  recordLag(5);
+  const text = await scrape();
+  // metric name -> label names seen on the endpoint
+  const labels = new Map<string, Set<string>>();
+  for (const m of text.matchAll(/^([a-z_]+)\{([^}]*)\}/gm)) {
+    const set = labels.get(m[1]) ?? new Set<string>();
+    for (const l of m[2].matchAll(/([a-z_]+)="/g)) set.add(l[1]);
+    labels.set(m[1], set);
+  }
+  const dashboard = JSON.parse(readFileSync(join(__dirname, '..', '..', '..', 'deploy', 'grafana', 'squeeze-dashboard.json'), 'utf8'));
+  const exprs: string[] = dashboard.panels.flatMap((p: { targets: { expr: string }[] }) => p.targets.map((t) => t.expr));
+  assert.ok(exprs.length >= 6);
+  for (const e of exprs) {
+    const metrics = [...e.matchAll(/\b(squeeze_[a-z_]+)/g)].map((m) => m[1]);
+    assert.ok(metrics.length > 0, e);
+    const known = new Set<string>(['le']);
+    for (const m of metrics) {
+      assert.ok(labels.has(m), `${m} (in ${e}) is not on /metrics`);
+      for (const l of labels.get(m)!) known.add(l);
+    }
+    const used = [...e.matchAll(/by \(([^)]*)\)/g)].flatMap((m) => m[1].split(',').map((s) => s.trim()));
+    used.push(...[...e.matchAll(/\{([^}]*)\}/g)].flatMap((m) => [...m[1].matchAll(/([a-z_]+)\s*!?=/g)].map((x) => x[1])));
+    for (const l of used) assert.ok(known.has(l), `label ${l} in ${e} is not exported`);
+  }
 });
