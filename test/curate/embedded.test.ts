@@ -3,7 +3,7 @@
  * Parquet, audited with DuckDB; a re-run resumes; SIGKILLs at random moments lose and duplicate nothing.
  */
 import assert from 'node:assert/strict';
-import { appendFileSync, existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { before, test } from 'node:test';
@@ -11,6 +11,7 @@ import { writeGenJsonl } from '../../src/gen';
 import { auditOutput } from '../helpers/accounting';
 import { squeeze } from '../helpers/cli';
 import { duckQuery, sqlQuote } from '../helpers/duckdb';
+import { assertModelColumns } from '../helpers/model-columns';
 
 const dir = mkdtempSync(join(tmpdir(), 'embedded-'));
 const input = join(dir, 'crawl.jsonl');
@@ -81,23 +82,8 @@ test('curates every line exactly once: rows, dead letters with reasons, filtered
     assert.doesNotMatch(String(r.caption), /[\u0000-\u0008\u202e]/);
     assert.ok(Number(r.copies) >= 1, 'soft-cap writes only samples with copies');
   }
-  // the built-in bundle ran: condensed, tagged, scored rows that name the model
-  const builtin = join(__dirname, '..', '..', '..', 'models', 'builtin', 'bundle.json');
-  if (existsSync(builtin)) {
-    const version = JSON.parse(readFileSync(builtin, 'utf8')).version as string;
-    const [m] = await duckQuery(
-      `SELECT count(*) AS n, count(*) FILTER (WHERE model_version = ${sqlQuote(version)}) AS named,
-              count(*) FILTER (WHERE len(kept_patches) = 32 AND grid_rows = 8 AND grid_cols = 8) AS condensed,
-              count(*) FILTER (WHERE len(tags) > 0) AS tagged, count(*) FILTER (WHERE clip_score > 0.3) AS matched
-       FROM read_parquet(${sqlQuote(join(out, 'topic=crawl.jsonl/partition=0/*.parquet'))})`,
-    );
-    assert.equal(Number(m.named), Number(m.n), 'every row names the bundle version');
-    assert.equal(Number(m.condensed), Number(m.n), 'every row keeps 32 of 64 patches (rho 0.5)');
-    assert.ok(Number(m.tagged) > 0.5 * Number(m.n), `${m.tagged} of ${m.n} rows tagged`);
-    assert.ok(Number(m.matched) > 0.5 * Number(m.n), `${m.matched} of ${m.n} rows with clip_score > 0.3`);
-  } else {
-    console.log('models/builtin absent: model columns not checked');
-  }
+  // the built-in bundle ran: condensed, tagged, enriched, scored rows that name the model
+  await assertModelColumns(join(out, 'topic=crawl.jsonl/partition=0/*.parquet'));
   // soft-cap meets its target rate of 1 copy per sample it saw, give or take
   const copies = rows.reduce((a, r) => a + Number(r.copies), 0);
   const sampled = rows.length + (audit.filteredByReason.zero_copies ?? 0);
