@@ -29,6 +29,12 @@
  *
  * Parameters live in one flat array (Float32Array for training and export; Float64Array works everywhere
  * too, which the gradient check uses). Activations are computed in the parameters' precision.
+ *
+ * lossAndGrad computes a whole batch on the calling thread (the gradient checks use it); training uses
+ * parallel.ts's shardedLossAndGrad, the same loss with the image tower split into fixed shards of the batch
+ * that worker threads run (imageForwardStem / imageBackward per shard, gradients summed in shard order).
+ * Every image's forward is independent of the other rows of its batch (no product mixes rows), so only the
+ * order of the image-tower gradient sums differs from lossAndGrad.
  */
 
 export interface TinyClipConfig {
@@ -560,6 +566,7 @@ function normaliseBackward(y: Arr, norms: Float64Array, dy: Arr, n: number, d: n
  */
 function attentionPool(x: Arr, q: Arr, mask: ArrayLike<number> | null, n: number, L: number, d: number, weights: Arr, pooled: Arr, prior: { values: Arr; weight: number } | null = null): void {
   const inv = 1 / Math.sqrt(d);
+  const penalty = MASK_PENALTY;
   for (let b = 0; b < n; b++) {
     let max = -Infinity;
     for (let j = 0; j < L; j++) {
@@ -568,7 +575,7 @@ function attentionPool(x: Arr, q: Arr, mask: ArrayLike<number> | null, n: number
       for (let k = 0; k < d; k++) s += q[k] * x[xo + k];
       s *= inv;
       if (prior) s += prior.weight * prior.values[b * L + j];
-      if (mask) s += (mask[b * L + j] - 1) * MASK_PENALTY;
+      if (mask) s += (mask[b * L + j] - 1) * penalty;
       weights[b * L + j] = s;
       if (s > max) max = s;
     }
@@ -685,19 +692,25 @@ export function imageStem(c: TinyClipConfig, pixels: ArrayLike<number>, n: numbe
   const pm = new Float64Array(PM * P);
   const win = new Float64Array((O + Q) * P);
   const tmpG = new Float64Array(P);
+  // every array in the loops below is a Float64Array (monomorphic element access); the pixels are copied
+  // into one per image (exact), the directions into two
+  const px = new Float64Array(3 * A);
+  const dirX = Float64Array.from(DIRECTIONS, (d) => d[0]);
+  const dirY = Float64Array.from(DIRECTIONS, (d) => d[1]);
   for (let b = 0; b < n; b++) {
     const base = b * 3 * A;
+    for (let i = 0; i < 3 * A; i++) px[i] = pixels[base + i];
     const m = [0, 0, 0];
     for (let ch = 0; ch < 3; ch++) {
       let sum = 0;
-      for (let i = 0; i < A; i++) sum += pixels[base + ch * A + i];
+      for (let i = 0; i < A; i++) sum += px[ch * A + i];
       m[ch] = sum / A;
     }
     let total = 0;
     for (let i = 0; i < A; i++) {
       let u = 0;
       for (let ch = 0; ch < 3; ch++) {
-        const v = pixels[base + ch * A + i] - m[ch];
+        const v = px[ch * A + i] - m[ch];
         u += v * v;
       }
       const d = Math.sqrt(u / 3);
@@ -713,7 +726,7 @@ export function imageStem(c: TinyClipConfig, pixels: ArrayLike<number>, n: numbe
         const gx = s[y * S + (x < S - 1 ? x + 1 : S - 1)] - s[y * S + (x > 0 ? x - 1 : 0)];
         const gy = s[down + x] - s[up + x];
         for (let k = 0; k < O; k++) {
-          const v = gx * DIRECTIONS[k]![0] + gy * DIRECTIONS[k]![1];
+          const v = gx * dirX[k] + gy * dirY[k];
           e[k * A + y * S + x] = v > 0 ? v : 0;
         }
       }
@@ -723,8 +736,8 @@ export function imageStem(c: TinyClipConfig, pixels: ArrayLike<number>, n: numbe
     const inv = 1 / (p * p);
     // patch means, plane by plane: f < O edges, then the corner products, then s, colour, s * colour
     for (let f = 0; f < PM; f++) {
-      let pa: ArrayLike<number> = e;
-      let pb: ArrayLike<number> | null = null;
+      let pa: Float64Array = e;
+      let pb: Float64Array | null = null;
       let oa = 0;
       let ob = 0;
       if (f < O) oa = f * A;
@@ -735,11 +748,11 @@ export function imageStem(c: TinyClipConfig, pixels: ArrayLike<number>, n: numbe
         ob = PAIRS[f - O]![1] * A;
       } else if (f === O + Q) pa = s;
       else if (f < O + Q + 4) {
-        pa = pixels;
-        oa = base + (f - O - Q - 1) * A;
+        pa = px;
+        oa = (f - O - Q - 1) * A;
       } else {
-        pa = pixels;
-        oa = base + (f - O - Q - 4) * A;
+        pa = px;
+        oa = (f - O - Q - 4) * A;
         pb = s;
       }
       for (let gy = 0; gy < G; gy++) {
@@ -847,6 +860,9 @@ export function imageForwardStem(p: TinyClipParams, stem: StemOutput, n: number,
   const K = patchDim(c);
   const like = p.data;
   const { prior: contrast } = stem;
+  // local copies: the compiled module would otherwise read exported constants off `exports` in the loops
+  const gc = GELU_C;
+  const ga = GELU_A;
   const shift = view(p, 'img.in_shift');
   const scale = view(p, 'img.in_scale');
   const X = alloc(like, n * P * K);
@@ -861,9 +877,9 @@ export function imageForwardStem(p: TinyClipParams, stem: StemOutput, n: number,
       const o = (b * P + j) * c.hidden;
       for (let k = 0; k < c.hidden; k++) {
         const z = Z1[o + k] + b1[k] + pos[j * c.hidden + k];
-        const t = tanh(GELU_C * (z + GELU_A * z * z * z));
+        const t = tanh(gc * (z + ga * z * z * z));
         H1[o + k] = 0.5 * z * (1 + t);
-        Z1[o + k] = 0.5 * (1 + t) + 0.5 * z * (1 - t * t) * GELU_C * (1 + 3 * GELU_A * z * z);
+        Z1[o + k] = 0.5 * (1 + t) + 0.5 * z * (1 - t * t) * gc * (1 + 3 * ga * z * z);
       }
     }
   }
@@ -874,9 +890,9 @@ export function imageForwardStem(p: TinyClipParams, stem: StemOutput, n: number,
   for (let r = 0; r < n * P; r++) {
     for (let k = 0; k < c.width; k++) {
       const z = H[r * c.width + k] + b2[k];
-      const t = tanh(GELU_C * (z + GELU_A * z * z * z));
+      const t = tanh(gc * (z + ga * z * z * z));
       H[r * c.width + k] = 0.5 * z * (1 + t);
-      Z2[r * c.width + k] = 0.5 * (1 + t) + 0.5 * z * (1 - t * t) * GELU_C * (1 + 3 * GELU_A * z * z);
+      Z2[r * c.width + k] = 0.5 * (1 + t) + 0.5 * z * (1 - t * t) * gc * (1 + 3 * ga * z * z);
     }
   }
   const attention = alloc(like, n * P);
