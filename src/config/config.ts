@@ -90,7 +90,7 @@ export const ConfigSchema = z
     enrich: z
       .object({
         enabled: z.boolean().default(true),
-        threshold: z.number().min(0).max(1).default(0.3),
+        threshold: z.number().min(0).max(1).default(0.4),
         maxAdded: z.number().int().min(0).default(3),
         llmUrl: z.string().url().nullable().default(null),
         llmModel: z.string().default('gpt-4o-mini'),
