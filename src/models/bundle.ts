@@ -307,14 +307,33 @@ class OnnxVisionEncoder implements VisionEncoder {
     return out;
   }
 
+  /**
+   * Preprocessed pixels per image buffer. The chain encodes the same image twice (embed, then tag on its
+   * kept patches); the second pass reuses the first one's decode and resize. Weak: an entry lives as long
+   * as the image buffer it came from.
+   */
+  private readonly cache = new WeakMap<Buffer, Float32Array>();
+
+  private async pixels(images: Buffer[], per: number): Promise<{ tensor: Float32Array; dims: [number, number, number, number] }> {
+    const p: ImagePreprocess = this.spec.preprocess;
+    const missing = images.filter((b, i) => !this.cache.has(b) && images.indexOf(b) === i);
+    if (missing.length > 0) {
+      const fresh = await preprocessBatch(missing, p);
+      missing.forEach((b, i) => this.cache.set(b, fresh.tensor.slice(i * per, (i + 1) * per)));
+    }
+    const tensor = new Float32Array(images.length * per);
+    images.forEach((b, i) => tensor.set(this.cache.get(b)!, i * per));
+    return { tensor, dims: [images.length, 3, p.size[0], p.size[1]] };
+  }
+
   private async run(images: Buffer[], keep?: (Uint8Array | null)[]): Promise<ImageEncoding[]> {
     const v = this.spec;
     const p: ImagePreprocess = v.preprocess;
     const n = images.length;
     const P = this.patches;
-    const { tensor, dims } = await preprocessBatch(images, p);
-    const feeds: Record<string, ort.Tensor> = {};
     const per = 3 * p.size[0] * p.size[1];
+    const { tensor, dims } = await this.pixels(images, per);
+    const feeds: Record<string, ort.Tensor> = {};
     if (v.inputs.mask) {
       const mask = new Float32Array(n * P).fill(1);
       keep?.forEach((k, i) => {
