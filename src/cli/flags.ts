@@ -50,6 +50,7 @@ export const FLAGS: FlagSpec[] = [
   { name: 'concurrency', path: 'concurrency', type: 'string', arg: 'N', help: 'images decoded at once within a batch (default 4)', commands: CURATE },
   { name: 'shard-rows', path: 'shard.maxRows', type: 'string', arg: 'N', help: 'rows per shard before it closes (default 1000)', commands: CURATE },
   { name: 'shard-bytes', path: 'shard.maxBytes', type: 'string', arg: 'N', help: 'bytes per shard before it closes (default 64 MiB)', commands: CURATE },
+  { name: 'shard-age-ms', path: 'shard.maxAgeMs', type: 'string', arg: 'MS', help: 'close a shard at the first batch after it has been open this long (default 30000), so slow streams commit', commands: CURATE },
   { name: 'idle-ms', path: 'shard.idleMs', type: 'string', arg: 'MS', help: 'close a partition\'s shard after this long without input (default 5000)', commands: CURATE },
   { name: 'dedup-memory', path: 'dedup.memory', type: 'string', arg: 'N', help: 'pixel hashes remembered per partition (default 100000)', commands: CURATE },
   { name: 'no-dedup', path: '@no-dedup', type: 'boolean', help: 'keep exact duplicates', commands: CURATE },

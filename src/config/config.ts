@@ -31,6 +31,8 @@ export const ConfigSchema = z
         maxBytes: z.number().int().min(1024).default(64 * MiB),
         maxSpanMs: z.number().int().min(1).default(3_600_000),
         idleMs: z.number().int().min(10).default(5000),
+        /** processing time a shard stays open at most: bounds commit latency on slow steady streams */
+        maxAgeMs: z.number().int().min(10).default(30_000),
         compression: z.enum(['UNCOMPRESSED', 'GZIP', 'SNAPPY']).default('UNCOMPRESSED'),
       })
       .default({}),

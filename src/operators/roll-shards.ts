@@ -1,7 +1,9 @@
 /**
  * rollShards: groups the batches of each partition into shard-sized chunks. A chunk closes when
- * its rows, bytes or event-time span reach a limit (decided by the records), when the partition
- * has been idle for `idleMs` (the one wall-clock boundary, itself committed), or on `flush`.
+ * its rows, bytes or event-time span reach a limit (decided by the records), at the first batch
+ * boundary after it has been open for `maxAgeMs` (so a slow steady stream still commits: without it
+ * offsets stayed uncommitted until a shard filled), when the partition has been idle for `idleMs`,
+ * or on `flush`. Age and idle are the wall-clock boundaries; both are recorded in the commit record.
  * Chunks close on batch boundaries, so the operator-state snapshot taken at the close matches
  * exactly the samples in the chunk. Revoking a partition discards its open chunk.
  *
@@ -16,7 +18,7 @@ export type RollInput =
   | { kind: 'flush' }
   | { kind: 'revoke'; topic: string; partition: number };
 
-export type CloseReason = 'rows' | 'bytes' | 'span' | 'idle' | 'flush';
+export type CloseReason = 'rows' | 'bytes' | 'span' | 'age' | 'idle' | 'flush';
 
 export interface ShardChunk {
   topic: string;
@@ -31,6 +33,8 @@ export interface RollShardsOptions {
   maxRows: number;
   maxBytes: number;
   maxSpanMs: number;
+  /** processing time a shard stays open at most (closes on the next batch boundary); default no limit */
+  maxAgeMs?: number;
   idleMs: number;
   snapshot: (topic: string, partition: number) => Record<string, unknown>;
   /** an idle close waits until this is true, so no batch of the partition is half-way through the operators */
@@ -46,6 +50,8 @@ interface Open {
   bytes: number;
   minTime: number;
   maxTime: number;
+  /** scheduler time of the shard's first batch */
+  openedAt: number;
   idle: Subscription | null;
 }
 
@@ -87,7 +93,7 @@ export function rollShards(options: RollShardsOptions): OperatorFunction<RollInp
         const key = partitionKey(batch.topic, batch.partition);
         let o = open.get(key);
         if (!o) {
-          o = { topic: batch.topic, partition: batch.partition, samples: [], rows: 0, bytes: 0, minTime: Infinity, maxTime: -Infinity, idle: null };
+          o = { topic: batch.topic, partition: batch.partition, samples: [], rows: 0, bytes: 0, minTime: Infinity, maxTime: -Infinity, openedAt: scheduler.now(), idle: null };
           open.set(key, o);
         }
         for (const s of batch.samples) {
@@ -103,6 +109,7 @@ export function rollShards(options: RollShardsOptions): OperatorFunction<RollInp
         if (o.rows >= options.maxRows) close(key, 'rows');
         else if (o.bytes >= options.maxBytes) close(key, 'bytes');
         else if (o.maxTime - o.minTime >= options.maxSpanMs) close(key, 'span');
+        else if (scheduler.now() - o.openedAt >= (options.maxAgeMs ?? Infinity)) close(key, 'age');
         else armIdle(key, o);
       };
 

@@ -71,6 +71,9 @@ export class ShardSink {
       }
     }
 
+    // the model(s) that processed this range: more than one when a bundle swap fell inside it
+    const versions = [...new Set(samples.map((s) => s.modelVersion).filter((v): v is string => typeof v === 'string' && v.length > 0))];
+    const modelVersion = versions.length > 0 ? versions.join(',') : this.o.modelVersion;
     const range = `${pad(start)}-${pad(end)}`;
     const placed: string[] = [];
     const place = async (tmp: string, dir: string, name: string): Promise<string> => {
@@ -115,7 +118,7 @@ export class ShardSink {
       state,
       close_reason: chunk.reason,
       config_hash: this.o.configHash,
-      model_version: this.o.modelVersion,
+      model_version: modelVersion,
       schema_version: PARQUET_SCHEMA_VERSION,
       created_at: created,
     };
@@ -143,7 +146,7 @@ export class ShardSink {
           start_offset: start,
           end_offset: end,
           created_at: created,
-          model_version: this.o.modelVersion,
+          model_version: modelVersion,
           config_hash: this.o.configHash,
           schema_version: PARQUET_SCHEMA_VERSION,
         }

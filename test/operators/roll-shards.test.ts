@@ -78,3 +78,15 @@ test('partitions roll independently and revoke discards the open shard', () => {
     expectObservable(out).toBe('---x|', { x: '1:0,1,2:{"p":1}' });
   });
 });
+
+test('a shard open for maxAgeMs closes at the next batch boundary, so a slow steady stream commits', () => {
+  scheduler().run(({ cold, expectObservable }) => {
+    const input = cold<RollInput>('a 99ms b 99ms c 99ms d 99ms e|', { a: data(0, 1), b: data(1, 1), c: data(2, 1), d: data(3, 1), e: data(4, 1) });
+    const out = input.pipe(
+      rollShards({ maxRows: 100, maxBytes: 1e9, maxSpanMs: 1e12, maxAgeMs: 250, idleMs: 1e6, snapshot: () => ({}) }),
+      map((c) => `${c.reason}:${offsets(c).join(',')}`),
+    );
+    // d arrives at 300ms, the first batch after the shard opened at 0 is 250ms old; e is flushed at completion
+    expectObservable(out).toBe('300ms x 100ms (y|)', { x: 'age:0,1,2,3', y: 'flush:4' });
+  });
+});
