@@ -31,14 +31,28 @@ async function committedUpTo(out: string, topic: string, high: Map<number, numbe
   }
 }
 
-test('weights published on the control topic change later batches only', { skip }, async () => {
-  const work = mkdtempSync(join(tmpdir(), 'control-it-'));
+
+interface HotReloadRun {
+  topic: string;
+  out: string;
+  /** high watermarks before the control event was published: offsets below are "before" */
+  phase1: Map<number, number>;
+  phase2: Map<number, number>;
+  stderr: string;
+}
+
+/**
+ * Curates crawl A with a running curator, publishes one control event, then curates crawl B with the
+ * same curator and stops it: the flow of both tests. `n` events per crawl, 2 partitions.
+ */
+async function hotReload(name: string, n: number, seeds: [number, number], curateExtra: string[], control: (controlTopic: string) => string[]): Promise<HotReloadRun> {
+  const work = mkdtempSync(join(tmpdir(), `${name}-it-`));
   const run = `${process.pid}-${Date.now()}`;
-  const topic = `it.control.${run}`;
-  const controlTopic = `it.control-topic.${run}`;
+  const topic = `it.${name}.${run}`;
+  const controlTopic = `it.${name}-control.${run}`;
   const service = ['--brokers', BROKERS, '--registry', REGISTRY];
-  await writeGenJsonl(join(work, 'a.jsonl'), { n: 240, seed: 31, badRate: 0 });
-  await writeGenJsonl(join(work, 'b.jsonl'), { n: 240, seed: 32, badRate: 0 });
+  await writeGenJsonl(join(work, 'a.jsonl'), { n, seed: seeds[0], badRate: 0 });
+  await writeGenJsonl(join(work, 'b.jsonl'), { n, seed: seeds[1], badRate: 0 });
   await createTopic(topic, 2);
   const produce = async (file: string) => {
     const r = await squeeze(['produce', ...service, '--topic', topic, '--input', join(work, file), '--progress', 'off']);
@@ -49,13 +63,12 @@ test('weights published on the control topic change later batches only', { skip 
   let child: ChildProcess | null = null;
   const curating = squeeze(
     ['curate', ...service, '--topic', topic, '--group', `g-${run}`, '--control-topic', controlTopic, '--out', out,
-      '--idle-ms', '500', '--shard-rows', '40', '--progress', 'off', '--no-soft-cap', '--models', 'none'],
+      '--idle-ms', '500', '--shard-rows', '40', '--progress', 'off', '--no-soft-cap', ...curateExtra],
     { onStart: (p) => (child = p) },
   );
   const phase1 = await highWatermarks(topic);
   await committedUpTo(out, topic, phase1, 240_000);
-
-  const pub = await squeeze(['control', ...service, '--control-topic', controlTopic, '--weights', '{"caption_quality": -2}', '--bias', '1']);
+  const pub = await squeeze(['control', ...service, '--control-topic', controlTopic, ...control(controlTopic)]);
   assert.equal(pub.code, 0, pub.stderr);
   await new Promise((r) => setTimeout(r, 4000));
   await produce('b.jsonl');
@@ -64,81 +77,53 @@ test('weights published on the control topic change later batches only', { skip 
   (child as ChildProcess | null)?.kill('SIGTERM');
   const done = await curating;
   assert.equal(done.code, 0, done.stderr);
-  assert.match(done.stderr, /mixing weights mix-.* from the control topic/);
+  return { topic, out, phase1, phase2, stderr: done.stderr };
+}
 
-  const rows = await duckQuery(
-    `SELECT source_partition AS p, source_offset AS o, score, scores['caption_quality'] AS cq, scores['image_quality'] AS iq, mix_version FROM read_parquet(${sqlQuote(join(out, 'topic=*', 'partition=*', '*.parquet'))})`,
-  );
-  const before = rows.filter((r) => Number(r.o) < (phase1.get(Number(r.p)) ?? 0));
-  const after = rows.filter((r) => Number(r.o) >= (phase1.get(Number(r.p)) ?? 0));
+const rowsOf = (out: string, columns: string) =>
+  duckQuery(`SELECT source_partition AS p, source_offset AS o, ${columns} FROM read_parquet(${sqlQuote(join(out, 'topic=*', 'partition=*', '*.parquet'))})`);
+const splitAt = <R extends Record<string, unknown>>(rows: R[], phase1: Map<number, number>) => ({
+  before: rows.filter((r) => Number(r.o) < (phase1.get(Number(r.p)) ?? 0)),
+  after: rows.filter((r) => Number(r.o) >= (phase1.get(Number(r.p)) ?? 0)),
+});
+
+test('weights published on the control topic change later batches only', { skip }, async () => {
+  const r = await hotReload('control', 240, [31, 32], ['--models', 'none'], () => ['--weights', '{"caption_quality": -2}', '--bias', '1']);
+  assert.match(r.stderr, /mixing weights mix-.* from the control topic/);
+  const { before, after } = splitAt(await rowsOf(r.out, `score, scores['caption_quality'] AS cq, scores['image_quality'] AS iq, mix_version`), r.phase1);
   assert.ok(before.length > 50 && after.length > 50, `${before.length} rows before, ${after.length} after`);
   // the model-free scores (no bundle here): caption_quality and image_quality
   const d = DEFAULT_MIX_WEIGHTS;
   const z = (cq: number) => (cq - d.stats.caption_quality.mean) / d.stats.caption_quality.std;
-  for (const r of before) {
-    assert.equal(r.mix_version, d.version);
-    const expected = mixScore({ caption_quality: Number(r.cq), image_quality: Number(r.iq) }, d);
-    assert.ok(Math.abs(Number(r.score) - expected) < 1e-3, `default weights: ${r.score} vs ${expected}`);
+  for (const row of before) {
+    assert.equal(row.mix_version, d.version);
+    const expected = mixScore({ caption_quality: Number(row.cq), image_quality: Number(row.iq) }, d);
+    assert.ok(Math.abs(Number(row.score) - expected) < 1e-3, `default weights: ${row.score} vs ${expected}`);
   }
-  for (const r of after) {
-    assert.match(String(r.mix_version), /^mix-/);
-    assert.ok(Math.abs(Number(r.score) - (1 - 2 * z(Number(r.cq)))) < 1e-3, 'new weights: 1 - 2 * standardised caption_quality');
+  for (const row of after) {
+    assert.match(String(row.mix_version), /^mix-/);
+    assert.ok(Math.abs(Number(row.score) - (1 - 2 * z(Number(row.cq)))) < 1e-3, 'new weights: 1 - 2 * standardised caption_quality');
   }
 });
 
 const BUILTIN = join(__dirname, '..', '..', '..', 'models', 'builtin');
 
 test('a bundle version published on the control topic is swapped in between batches', { skip: skip || (existsSync(join(BUILTIN, 'bundle.json')) ? false : 'skipped: models/builtin absent') }, async () => {
-  const work = mkdtempSync(join(tmpdir(), 'control-bundle-it-'));
-  const run = `${process.pid}-${Date.now()}`;
-  const topic = `it.bundle.${run}`;
-  const controlTopic = `it.bundle-control.${run}`;
-  const service = ['--brokers', BROKERS, '--registry', REGISTRY];
   const v1 = JSON.parse(readFileSync(join(BUILTIN, 'bundle.json'), 'utf8')).version as string;
   // the same model under a new version: what a trainer publishes after exporting a checkpoint
-  const v2 = `${v1}-hot-${run}`;
-  const dir2 = join(work, 'bundle-v2');
+  const v2 = `${v1}-hot-${process.pid}-${Date.now()}`;
+  const dir2 = join(mkdtempSync(join(tmpdir(), 'bundle-v2-')), 'bundle');
   cpSync(BUILTIN, dir2, { recursive: true });
   const spec = JSON.parse(readFileSync(join(dir2, 'bundle.json'), 'utf8'));
   writeFileSync(join(dir2, 'bundle.json'), JSON.stringify({ ...spec, version: v2 }));
-  await writeGenJsonl(join(work, 'a.jsonl'), { n: 160, seed: 33, badRate: 0 });
-  await writeGenJsonl(join(work, 'b.jsonl'), { n: 160, seed: 34, badRate: 0 });
-  await createTopic(topic, 2);
-  const produce = async (file: string) => {
-    const r = await squeeze(['produce', ...service, '--topic', topic, '--input', join(work, file), '--progress', 'off']);
-    assert.equal(r.code, 0, r.stderr);
-  };
-  await produce('a.jsonl');
-  const out = join(work, 'out');
-  let child: ChildProcess | null = null;
-  const curating = squeeze(
-    ['curate', ...service, '--topic', topic, '--group', `g-${run}`, '--control-topic', controlTopic, '--out', out,
-      '--idle-ms', '500', '--shard-rows', '40', '--progress', 'off', '--no-soft-cap'],
-    { onStart: (p) => (child = p) },
-  );
-  const phase1 = await highWatermarks(topic);
-  await committedUpTo(out, topic, phase1, 240_000);
-  const pub = await squeeze(['control', ...service, '--control-topic', controlTopic, '--model-version', v2, '--bundle', dir2]);
-  assert.equal(pub.code, 0, pub.stderr);
-  await new Promise((r) => setTimeout(r, 4000));
-  await produce('b.jsonl');
-  const phase2 = await highWatermarks(topic);
-  await committedUpTo(out, topic, phase2, 240_000);
-  (child as ChildProcess | null)?.kill('SIGTERM');
-  const done = await curating;
-  assert.equal(done.code, 0, done.stderr);
-  assert.match(done.stderr, new RegExp(`model bundle ${v2} from the control topic`));
-
-  const rows = await duckQuery(
-    `SELECT source_partition AS p, source_offset AS o, model_version, len(kept_patches) AS kept FROM read_parquet(${sqlQuote(join(out, 'topic=*', 'partition=*', '*.parquet'))})`,
-  );
-  const before = rows.filter((r) => Number(r.o) < (phase1.get(Number(r.p)) ?? 0));
-  const after = rows.filter((r) => Number(r.o) >= (phase1.get(Number(r.p)) ?? 0));
+  const r = await hotReload('bundle', 160, [33, 34], [], () => ['--model-version', v2, '--bundle', dir2]);
+  assert.match(r.stderr, new RegExp(`model bundle ${v2} from the control topic`));
+  const { before, after } = splitAt(await rowsOf(r.out, 'model_version, len(kept_patches) AS kept'), r.phase1);
   assert.ok(before.length > 40 && after.length > 40, `${before.length} rows before, ${after.length} after`);
-  for (const r of before) assert.equal(r.model_version, v1);
-  for (const r of after) assert.equal(r.model_version, v2);
-  for (const r of rows) assert.equal(Number(r.kept), 32, 'both versions condensed the rows');
+  for (const row of before) assert.equal(row.model_version, v1);
+  for (const row of after) assert.equal(row.model_version, v2);
+  for (const row of [...before, ...after]) assert.equal(Number(row.kept), 32, 'both versions condensed the rows');
   // commit records name the model of their range too
-  const commits = (await Promise.all([...phase2.keys()].map((p) => readCommits(out, topic, p)))).flat();
+  const commits = (await Promise.all([...r.phase2.keys()].map((p) => readCommits(r.out, r.topic, p)))).flat();
   assert.ok(commits.some((c) => c.model_version === v1) && commits.some((c) => c.model_version === v2));
 });

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { buildBuiltinBundle } from '../../../src/models/clip/build';
+import { textBatch, TINY_CONFIG } from '../../helpers/clip-batches';
 import {
   gatherStem,
   IMAGE_SHARDS,
@@ -17,32 +18,10 @@ import {
 } from '../../../src/models/clip/parallel';
 import { imageStem, initParams, lossAndGrad, mirrorStem, SeededNormal, view, type StemOutput, type TinyClipConfig } from '../../../src/models/clip/tiny-clip';
 
-const CONFIG: TinyClipConfig = { image: 8, patch: 4, blur: 1, window: 1, hidden: 6, width: 5, embed: 4, vocab: 9, context: 5 };
+const CONFIG = TINY_CONFIG;
 
 /** The reduced build of build.test.ts. */
 const SMALL = { seed: 7, samples: 160, steps: 30, batch: 16, calibrationEvents: 60 };
-
-function textBatch(c: TinyClipConfig, n: number, rng: SeededNormal) {
-  const ids = new Int32Array(n * c.context);
-  const textMask = new Float64Array(n * c.context);
-  for (let b = 0; b < n; b++) {
-    for (let i = 0; i < 2 + (b % (c.context - 1)); i++) {
-      ids[b * c.context + i] = 1 + Math.floor(rng.uniform() * (c.vocab - 1));
-      textMask[b * c.context + i] = 1;
-    }
-  }
-  const k = 3;
-  const tagIds = new Int32Array(k * c.context);
-  const tagMask = new Float64Array(k * c.context);
-  for (let j = 0; j < k; j++) {
-    for (let i = 0; i < 2 + (j % 2); i++) {
-      tagIds[j * c.context + i] = 2 + ((j * 3 + i) % (c.vocab - 2));
-      tagMask[j * c.context + i] = 1;
-    }
-  }
-  const labels = Float64Array.from({ length: n * k }, (_, j) => (j % 3 === 0 ? 1 : 0));
-  return { ids, textMask, tags: { k, ids: tagIds, mask: tagMask, labels, weight: 0.7 } };
-}
 
 test('shards cover the batch in order', () => {
   for (const n of [2, 5, 16, 32]) {

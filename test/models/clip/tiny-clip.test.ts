@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { textBatch, TINY_CONFIG } from '../../helpers/clip-batches';
 import {
   imageStem,
   initParams,
@@ -17,34 +18,15 @@ import {
   type TinyClipParams,
 } from '../../../src/models/clip/tiny-clip';
 
-const CONFIG: TinyClipConfig = { image: 8, patch: 4, blur: 1, window: 1, hidden: 6, width: 5, embed: 4, vocab: 9, context: 5 };
+const CONFIG = TINY_CONFIG;
 
 function randomBatch(c: TinyClipConfig, n: number, seed: number, withPatchMask: boolean): Batch {
   const rng = new SeededNormal(seed);
   const pixels = Float64Array.from({ length: n * 3 * c.image * c.image }, () => rng.normal());
-  const ids = new Int32Array(n * c.context);
-  const textMask = new Float64Array(n * c.context);
-  for (let b = 0; b < n; b++) {
-    const len = 2 + (b % (c.context - 1));
-    for (let i = 0; i < len; i++) {
-      ids[b * c.context + i] = 1 + Math.floor(rng.uniform() * (c.vocab - 1));
-      textMask[b * c.context + i] = 1;
-    }
-  }
+  const { ids, textMask, tags } = textBatch(c, n, rng);
   const P = (c.image / c.patch) ** 2;
   const patchMask = withPatchMask ? Float64Array.from({ length: n * P }, (_, j) => (j % P === 1 ? 0 : 1)) : null;
-  // auxiliary tag loss: 3 prompts of 2..3 words, labels varied
-  const k = 3;
-  const tagIds = new Int32Array(k * c.context);
-  const tagMask = new Float64Array(k * c.context);
-  for (let j = 0; j < k; j++) {
-    for (let i = 0; i < 2 + (j % 2); i++) {
-      tagIds[j * c.context + i] = 2 + ((j * 3 + i) % (c.vocab - 2));
-      tagMask[j * c.context + i] = 1;
-    }
-  }
-  const labels = Float64Array.from({ length: n * k }, (_, j) => (j % 3 === 0 ? 1 : 0));
-  return { n, pixels, ids, textMask, patchMask, tags: { k, ids: tagIds, mask: tagMask, labels, weight: 0.7 } };
+  return { n, pixels, ids, textMask, patchMask, tags };
 }
 
 /** Non-trivial parameters: the default init has zero queries and biases, where some gradients vanish. */
