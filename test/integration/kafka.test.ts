@@ -209,6 +209,10 @@ describe('Kafka mode', { skip }, () => {
     const [ra, rb] = await Promise.all([a, b]);
     assert.equal(ra.signal, 'SIGKILL', 'member A was killed mid-stream');
     ok(rb);
+    // Member A can die half-way through a commit for a partition B had already taken over and recovered
+    // (A as a zombie): its temporaries stay until that partition is next assigned. The next curator of the
+    // group finds nothing to do and cleans them up, as a restart after the rebalance would.
+    ok(await squeeze(curateArgs(topic, out, group, ['--shard-rows', '100', ...PROTOCOL_ONLY])));
     const high = await highWatermarks(topic);
     assert.equal(high.size, 6);
     const audit = await auditOutput(out, topic, high);
