@@ -316,7 +316,7 @@ class OnnxVisionEncoder implements VisionEncoder {
 
   private async pixels(images: Buffer[], per: number): Promise<{ tensor: Float32Array; dims: [number, number, number, number] }> {
     const p: ImagePreprocess = this.spec.preprocess;
-    const missing = images.filter((b, i) => !this.cache.has(b) && images.indexOf(b) === i);
+    const missing = [...new Set(images)].filter((b) => !this.cache.has(b));
     if (missing.length > 0) {
       const fresh = await preprocessBatch(missing, p);
       missing.forEach((b, i) => this.cache.set(b, fresh.tensor.slice(i * per, (i + 1) * per)));

@@ -8,12 +8,13 @@
  * @example
  * writeFileSync('report.html', htmlReport({ title: 'squeeze-demo', commits, rows }));
  */
+import { sniffFormat } from '../operators/decode-image';
 import type { CommitRecord } from '../streams/shard-log';
 
 export interface ReportRow {
   id: string;
   image: Buffer | null;
-  image_format?: string | null;
+  image_mime?: string | null;
   width: number;
   height: number;
   caption: string;
@@ -79,20 +80,21 @@ function histogramSvg(label: string, values: number[], weights?: number[]): stri
     `<figcaption>${esc(label)} (n ${values.filter(Number.isFinite).length}, max bin ${max})</figcaption></figure>`;
 }
 
-const MIME: Record<string, string> = { jpeg: 'image/jpeg', jpg: 'image/jpeg', png: 'image/png', webp: 'image/webp', gif: 'image/gif', avif: 'image/avif' };
+const MIME: Record<string, string> = { jpeg: 'image/jpeg', png: 'image/png', webp: 'image/webp', gif: 'image/gif', heif: 'image/heif', tiff: 'image/tiff' };
 
-/** Sniffs the stored image's type from its first bytes (rows store JPEG, PNG or WebP). */
+/**
+ * The stored image's type: the row's `image_mime` when it has one, else sniffed from the first bytes
+ * (decode-image's sniffer), else a format-name hint.
+ */
 export function mimeOf(bytes: Buffer, hint?: string | null): string {
-  if (bytes.length >= 3 && bytes[0] === 0xff && bytes[1] === 0xd8) return 'image/jpeg';
-  if (bytes.length >= 8 && bytes.subarray(0, 8).equals(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]))) return 'image/png';
-  if (bytes.length >= 12 && bytes.toString('latin1', 0, 4) === 'RIFF' && bytes.toString('latin1', 8, 12) === 'WEBP') return 'image/webp';
-  return MIME[(hint ?? '').toLowerCase()] ?? 'application/octet-stream';
+  if (hint && hint.includes('/')) return hint;
+  return MIME[sniffFormat(bytes) ?? ''] ?? MIME[(hint ?? '').toLowerCase()] ?? 'application/octet-stream';
 }
 
 function tile(r: ReportRow): string {
   const W = 240;
   const H = r.width > 0 && r.height > 0 ? Math.round((W * r.height) / r.width) : W;
-  const img = r.image && r.image.length > 0 ? `<image href="data:${mimeOf(r.image, r.image_format)};base64,${r.image.toString('base64')}" width="${W}" height="${H}" preserveAspectRatio="none"/>` : '';
+  const img = r.image && r.image.length > 0 ? `<image href="data:${mimeOf(r.image, r.image_mime)};base64,${r.image.toString('base64')}" width="${W}" height="${H}" preserveAspectRatio="none"/>` : '';
   let patches = '';
   if (r.kept_patches && r.grid_rows && r.grid_cols) {
     const pw = W / r.grid_cols;
