@@ -42,13 +42,17 @@ export function parse(argv: string[]): Parsed | { help: string } {
   }
   if (values.help) return { help: helpText(command) };
   const flags: Record<string, string | boolean> = {};
+  const flagNames: Record<string, string> = {};
   const local: Record<string, string | boolean | undefined> = {};
   for (const f of specs) {
     const v = values[f.name];
     if (v === undefined) continue;
     const value = Array.isArray(v) ? v.join(',') : (v as string | boolean);
     if (f.path.startsWith('@')) local[f.path.slice(1)] = value;
-    else flags[f.path] = value;
+    else {
+      flags[f.path] = value;
+      flagNames[f.path] = f.name;
+    }
   }
   if (local['no-dedup']) flags['dedup.exact'] = false;
   if (local['no-fetch']) flags['fetch.enabled'] = false;
@@ -57,7 +61,7 @@ export function parse(argv: string[]): Parsed | { help: string } {
     'no-near-dedup': 'dedup.near', 'no-balance': 'balance.enabled', 'no-soft-cap': 'softCap.enabled',
   };
   for (const [flag, path] of Object.entries(off)) if (local[flag]) flags[path] = false;
-  const cfg = loadConfig({ file: (local.config as string) ?? null, env: process.env, flags });
+  const cfg = loadConfig({ file: (local.config as string) ?? null, env: process.env, flags, flagNames });
   return { command, cfg, local };
 }
 

@@ -5,6 +5,7 @@ import type { Config } from '../config/config';
 import { htmlReport, type ReportRow } from '../report/html-report';
 import { readParquetRows } from '../streams/parquet-rows';
 import { listCommittedPartitions, readCommits, type CommitRecord } from '../streams/shard-log';
+import { plural } from '../util/plural';
 import { UserError } from './errors';
 
 export async function reportCommand(cfg: Config, local: Record<string, string | boolean | undefined>): Promise<number> {
@@ -23,6 +24,6 @@ export async function reportCommand(cfg: Config, local: Record<string, string | 
     }
   }
   writeFileSync(cfg.out, htmlReport({ title: basename(resolve(input)), commits, rows, gallery }));
-  process.stdout.write(`squeeze: wrote ${cfg.out} (${rows.length} rows from ${commits.length} commit records)\n`);
+  process.stdout.write(`squeeze: wrote ${cfg.out} (${plural(rows.length, 'row')} from ${plural(commits.length, 'commit record')})\n`);
   return 0;
 }

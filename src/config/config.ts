@@ -250,6 +250,8 @@ export interface ConfigSources {
   env?: NodeJS.ProcessEnv;
   /** dotted config path -> raw string value, from flags */
   flags?: Record<string, string | boolean>;
+  /** dotted config path -> the flag that set it, for error messages */
+  flagNames?: Record<string, string>;
 }
 
 export function loadConfig(sources: ConfigSources = {}): Config {
@@ -261,30 +263,128 @@ export function loadConfig(sources: ConfigSources = {}): Config {
     } catch (e) {
       throw new ConfigError(`cannot read config file ${sources.file}: ${(e as Error).message}`);
     }
+    let parsed: unknown;
     try {
-      merged = mergeDeep(merged, JSON.parse(text) as Record<string, Json>);
+      parsed = JSON.parse(text);
     } catch (e) {
       throw new ConfigError(`config file ${sources.file} is not valid JSON: ${(e as Error).message}`);
     }
+    if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) {
+      throw new ConfigError(`config file ${sources.file} must hold a JSON object such as {"shard": {"maxRows": 500}}, got ${Array.isArray(parsed) ? 'an array' : JSON.stringify(parsed)}`);
+    }
+    merged = mergeDeep(merged, parsed as Record<string, Json>);
   }
   const env = sources.env ?? {};
   const fromEnv: Record<string, Json> = {};
   for (const [name, path] of Object.entries(ENV_KEYS)) {
     const v = env[name];
-    if (v !== undefined && v !== '') setPath(fromEnv, path, coerce(path, v));
+    if (v !== undefined && v !== '') setPath(fromEnv, path, coerceFrom(path, v, `from ${name}`));
   }
   merged = mergeDeep(merged, fromEnv);
   const fromFlags: Record<string, Json> = {};
   for (const [path, v] of Object.entries(sources.flags ?? {})) {
-    setPath(fromFlags, path, typeof v === 'boolean' ? v : coerce(path, v));
+    const flag = sources.flagNames?.[path];
+    setPath(fromFlags, path, typeof v === 'boolean' ? v : coerceFrom(path, v, flag ? `set by --${flag}` : 'set by a flag'));
   }
   merged = mergeDeep(merged, fromFlags);
+  const where = (path: string): string => {
+    if (getPath(fromFlags, path) !== undefined) return sources.flagNames?.[path] ? `set by --${sources.flagNames[path]}` : 'set by a flag';
+    const vars = Object.entries(ENV_KEYS).filter(([, p]) => p === path).map(([name]) => name);
+    if (getPath(fromEnv, path) !== undefined && vars.length) return `from ${vars.join('/')}`;
+    return sources.file ? `in ${sources.file}` : 'in the config';
+  };
+  const unknown = unknownKey(merged);
+  if (unknown) throw new ConfigError(`${unknown.message} (${where(unknown.key)})`);
   const parsed = ConfigSchema.safeParse(merged);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
-    throw new ConfigError(`invalid config ${issue.path.join('.') || '(root)'}: ${issue.message}`);
+    const path = issue.path.join('.');
+    const value = getPath(merged, path);
+    const shown = value === undefined ? 'nothing' : JSON.stringify(value).slice(0, 80);
+    throw new ConfigError(`config key ${path} is ${shown} (${where(path)}): expected ${expectation(issue, path)}`);
   }
   return parsed.data;
+}
+
+function coerceFrom(path: string, raw: string, where: string): Json {
+  try {
+    return coerce(path, raw);
+  } catch (e) {
+    throw new ConfigError(`${(e as Error).message} (${where})`);
+  }
+}
+
+function getPath(obj: Record<string, Json>, path: string): Json | undefined {
+  let node: Json | undefined = obj;
+  for (const k of path.split('.')) {
+    if (node === null || typeof node !== 'object') return undefined;
+    node = (node as Record<string, Json>)[k];
+  }
+  return node;
+}
+
+/** The first key no schema object knows, with a message naming the closest known key; null when all are known. */
+function unknownKey(obj: Record<string, Json>, t: z.ZodTypeAny = ConfigSchema, prefix = ''): { key: string; message: string } | null {
+  const shape = (unwrap(t) as z.ZodObject<z.ZodRawShape>).shape as Record<string, z.ZodTypeAny>;
+  for (const [k, v] of Object.entries(obj)) {
+    const key = prefix + k;
+    const child = shape[k];
+    if (!child) {
+      const known = Object.keys(shape);
+      const near = known.map((c) => [c, editDistance(c.toLowerCase(), k.toLowerCase())] as const).sort((a, b) => a[1] - b[1])[0];
+      const hint = near && near[1] <= Math.max(2, k.length / 3) ? `did you mean "${prefix + near[0]}"? ` : '';
+      return { key, message: `unknown config key "${key}": ${hint}known keys${prefix ? ` under ${prefix.slice(0, -1)}` : ''}: ${known.join(', ')}` };
+    }
+    if (v && typeof v === 'object' && !Array.isArray(v) && unwrap(child) instanceof z.ZodObject) {
+      const inner = unknownKey(v as Record<string, Json>, child, `${key}.`);
+      if (inner) return inner;
+    }
+  }
+  return null;
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = cur;
+  }
+  return prev[b.length];
+}
+
+/** What the schema wants at `path`, in words. */
+function expectation(issue: z.ZodIssue, path: string): string {
+  let t: z.ZodTypeAny = ConfigSchema;
+  for (const k of path.split('.')) {
+    const inner = unwrap(t);
+    if (inner instanceof z.ZodObject) t = (inner.shape as Record<string, z.ZodTypeAny>)[k] ?? inner;
+    else if (inner instanceof z.ZodArray) t = inner.element;
+  }
+  const leaf = unwrap(t);
+  const nullable = t instanceof z.ZodDefault ? t._def.innerType instanceof z.ZodNullable : t instanceof z.ZodNullable;
+  const orNull = nullable ? ' (or null)' : '';
+  const noun = leaf instanceof z.ZodNumber ? (leaf.isInt ? 'an integer' : 'a number') : leaf instanceof z.ZodString ? 'a string' : 'a value';
+  switch (issue.code) {
+    case 'invalid_type': {
+      const names: Record<string, string> = { number: 'a number', integer: 'an integer', string: 'a string', boolean: 'true or false', object: 'an object', array: 'a list' };
+      return `${issue.expected === 'number' ? noun : (names[issue.expected] ?? issue.expected)}${orNull}`;
+    }
+    case 'too_small':
+    case 'too_big': {
+      const op = issue.code === 'too_small' ? (issue.inclusive ? '>=' : '>') : issue.inclusive ? '<=' : '<';
+      const bound = issue.code === 'too_small' ? issue.minimum : issue.maximum;
+      if (issue.type === 'string') return issue.code === 'too_small' && Number(bound) === 1 ? 'a non-empty string' : `a string of ${op} ${bound} characters`;
+      if (issue.type === 'array') return `a list of ${op} ${bound} entries`;
+      return `${noun} ${op} ${bound}`;
+    }
+    case 'invalid_enum_value':
+      return `one of ${issue.options.join(', ')}`;
+    case 'invalid_string':
+      return issue.validation === 'url' ? `a URL such as http://host:port/v1${orNull}` : issue.message.replace(/^.* must look like /, '');
+    default:
+      return issue.message;
+  }
 }
 
 /** The config with secrets masked, for --print-config and logs. */

@@ -10,6 +10,7 @@
  */
 import { sniffFormat } from '../operators/decode-image';
 import type { CommitRecord } from '../streams/shard-log';
+import { plural } from '../util/plural';
 
 export interface ReportRow {
   id: string;
@@ -111,13 +112,13 @@ function tile(r: ReportRow): string {
   const tags = (r.tags ?? []).map((t) => `${esc(t.label)} ${num(t.score, 2)}`).join(', ') || '–';
   const scores = Object.entries(r.scores ?? {})
     .sort(([a], [b]) => (a < b ? -1 : 1))
-    .map(([k, v]) => `${esc(k)} ${num(v, 2)}`)
+    .map(([k, v]) => `<span class="kv">${esc(k)}&nbsp;${num(v, 2)}</span>`)
     .join(' · ');
   const changed = r.caption !== r.caption_raw;
   return `<article><svg viewBox="0 0 ${W} ${H}" width="${W}" height="${H}">${img}${patches}</svg>
 <p class="cap">${esc(r.caption)}</p>${changed ? `<p class="raw">was: ${esc(r.caption_raw.slice(0, 300))}</p>` : ''}
 <p>tags: ${tags}</p><p>copies <b>${r.copies}</b> · score ${num(r.score, 2)} · clip ${num(r.clip_score, 2)}${r.kept_patches ? ` · kept ${r.kept_patches.length}/${(r.grid_rows ?? 0) * (r.grid_cols ?? 0)}` : ''}</p>
-<p class="small">${scores}</p><p class="small">${esc(r.id)}</p></article>`;
+<p class="small">${scores}</p><p class="small id">${esc(r.id)}</p></article>`;
 }
 
 function countTable(title: string, counts: Record<string, number>): string {
@@ -149,12 +150,12 @@ export function htmlReport(input: ReportInput): string {
   return `<!doctype html><html><head><meta charset="utf-8"><title>${esc(input.title)}: squeeze report</title><style>
 body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}h1{font-size:1.4em}table{border-collapse:collapse}td{padding:2px 10px;border-bottom:1px solid #ddd}
 .charts{display:flex;flex-wrap:wrap;gap:1em}figure{margin:0}svg rect{fill:#4a78b5}svg text{font-size:10px;fill:#555}
-.gallery{display:flex;flex-wrap:wrap;gap:14px}article{width:240px}article p{margin:2px 0}.cap{font-weight:600}.raw{color:#a33}.small{font-size:11px;color:#666;word-break:break-all}
+.gallery{display:flex;flex-wrap:wrap;gap:14px}article{width:240px}article p{margin:2px 0}.cap{font-weight:600}.raw{color:#a33}.small{font-size:11px;color:#666}.kv{white-space:nowrap}.id{overflow-wrap:anywhere}
 article svg rect.kept{fill:none;stroke:#1c9c4a;stroke-width:1.2}article svg rect.dropped{fill:#000;fill-opacity:.35;stroke:none}
 </style></head><body>
 <h1>${esc(input.title)}</h1>
-<p>${records} input records in ${commits.length} commit records: <b>${sum((c) => c.rows)}</b> rows (${copies} copies for the trainer),
-${sum((c) => c.dead)} dead letters, ${sum((c) => c.filtered)} filtered. Model: ${esc(models)}.</p>
+<p>${plural(records, 'input record')} in ${plural(commits.length, 'commit record')}: <b>${sum((c) => c.rows)}</b> ${sum((c) => c.rows) === 1 ? 'row' : 'rows'} (${plural(copies, 'copy', 'copies')} for the trainer),
+${plural(sum((c) => c.dead), 'dead letter')}, ${sum((c) => c.filtered)} filtered. Model: ${esc(models)}.</p>
 <div class="charts">${countTable('dead letters by reason', merge((c) => c.dead_by_reason))}${countTable('filtered by reason', merge((c) => c.filtered_by_reason))}</div>
 <h2>Scores</h2><div class="charts">${charts.join('')}</div>
 <h2>Rows (first ${Math.min(rows.length, input.gallery ?? 48)}): stored image, kept patches outlined, dropped ones shaded</h2>

@@ -64,3 +64,14 @@ test('report: totals from the commit records, one tile per row with kept and dro
   for (const chart of ['mixed score of written rows', 'copies per written row', 'caption_quality', 'clip_score']) assert.ok(html.includes(`aria-label="${chart}"`), chart);
   assert.equal((htmlReport({ title: 't', commits: [], rows: [row(0), row(1)], gallery: 1 }).match(/<article>/g) ?? []).length, 1);
 });
+
+test('report wording: counts agree in number; score entries never break inside a name or between name and value', () => {
+  const one = htmlReport({ title: 't', commits: [commit({ records: 1, rows: 1, dead: 1, filtered: 0, dead_by_reason: { decode_error: 1 }, filtered_by_reason: {} })], rows: [row(0, { copies: 1 })] });
+  assert.match(one, /1 input record in 1 commit record: <b>1<\/b> row \(1 copy for the trainer\),\s+1 dead letter, 0 filtered/);
+  const two = htmlReport({ title: 't', commits: [commit(), commit()], rows: [row(1)] });
+  assert.match(two, /20 input records in 2 commit records: <b>8<\/b> rows \(2 copies for the trainer\),\s+4 dead letters/);
+  // the score line: each "name value" is one unbreakable unit, and nothing breaks words anywhere in the page
+  assert.match(one, /<span class="kv">caption_quality&nbsp;0\.25<\/span> · <span class="kv">clip_score&nbsp;0\.50<\/span>/);
+  assert.match(one, /\.kv\{white-space:nowrap\}/);
+  assert.doesNotMatch(one, /word-break:\s*break-all/);
+});
