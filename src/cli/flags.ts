@@ -23,6 +23,7 @@ export const FLAGS: FlagSpec[] = [
   { name: 'group', path: 'group', type: 'string', arg: 'G', help: 'consumer group (default squeeze-curator)', commands: ['curate'] },
   { name: 'partitions', path: 'kafka.partitions', type: 'string', arg: 'N', help: 'partitions when squeeze creates a topic (default 6)', commands: ALL },
   { name: 'input', path: 'input', type: 'string', arg: 'PATH', help: 'JSONL file, WebDataset .tar (or dir of them), or Parquet url/caption metadata; report: a curated output directory', commands: ['curate', 'produce', 'report'] },
+  { name: 'image-root', path: 'imageRoot', type: 'string', arg: 'DIR', help: 'JSONL image_path values are relative to DIR and must stay inside it (symlinks within it are fine); default: the JSONL file\'s directory', commands: ['curate', 'produce'] },
   { name: 'demo', path: 'demo', type: 'string', arg: 'N', help: 'curate N generated demo events (embedded, no input needed)', commands: ['curate'] },
   { name: 'out', path: 'out', type: 'string', arg: 'PATH', help: 'curate/replay: output directory for shards, dead letters and commit records; gen: JSONL file; build-model: bundle directory; report: HTML file', commands: [...CURATE, 'gen', 'build-model', 'report'] },
   { name: 'models', path: 'models', type: 'string', arg: 'DIR', help: 'model bundle directory (default: the built-in CLIP); "none" skips the model and sampling stages', commands: CURATE },

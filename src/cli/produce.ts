@@ -41,7 +41,7 @@ export async function produceFile(cfg: Config, local: Record<string, string | bo
     pendingBytes = 0;
   };
   try {
-    for await (const r of openFileSource(cfg.input, { maxRecordBytes: cfg.limits.maxRecordBytes, maxImageBytes: cfg.limits.maxImageBytes })) {
+    for await (const r of openFileSource(cfg.input, { maxRecordBytes: cfg.limits.maxRecordBytes, maxImageBytes: cfg.limits.maxImageBytes }, { imageRoot: cfg.imageRoot })) {
       if (sent + pending.length >= limit) break;
       if (!r.event) {
         skipped++;

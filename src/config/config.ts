@@ -15,6 +15,8 @@ export const ConfigSchema = z
     topic: z.string().min(1).default('crawl.raw'),
     group: z.string().min(1).default('squeeze-curator'),
     input: z.string().nullable().default(null),
+    /** directory JSONL image_path values are relative to and must stay inside; null: the JSONL file's directory */
+    imageRoot: z.string().nullable().default(null),
     demo: z.number().int().positive().nullable().default(null),
     out: z.string().nullable().default(null),
     models: z.string().nullable().default(null),

@@ -22,7 +22,7 @@ export async function curateFiles(cfg: Config, opts: FileRunOptions = {}): Promi
   const codec = await avroCodec(openRegistry(cfg.registry.startsWith('mock://') ? cfg.registry : 'mock://squeeze'), topic, 'crawl-event', toCrawlEvent);
   // open the input first: a wrong path is the user's mistake to hear about before anything loads
   const records: AsyncIterable<FileRecord> = cfg.input
-    ? openFileSource(cfg.input, { maxRecordBytes: cfg.limits.maxRecordBytes, maxImageBytes: cfg.limits.maxImageBytes })
+    ? openFileSource(cfg.input, { maxRecordBytes: cfg.limits.maxRecordBytes, maxImageBytes: cfg.limits.maxImageBytes }, { imageRoot: cfg.imageRoot })
     : demoRecords(topic, cfg.demo ?? 200, cfg.seed);
   const bundle = await openModels(cfg);
   const curator = new Curator(cfg, { decode: codec.decode, fetch: makeFetcher(cfg), bundle, weights: openWeights(cfg) });

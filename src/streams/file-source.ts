@@ -38,6 +38,11 @@ export interface FileSourceLimits {
   maxImageBytes: number;
 }
 
+export interface FileSourceOptions {
+  /** where JSONL `image_path` values are resolved and must stay (default: the JSONL file's directory) */
+  imageRoot?: string | null;
+}
+
 export type FileInputKind = 'jsonl' | 'webdataset' | 'parquet';
 
 const JSONL_EXTS = ['.jsonl', '.json', '.ndjson'];
@@ -80,18 +85,32 @@ export function detectFileInput(input: string): { kind: FileInputKind; files: st
  * Opens a file input. Throws at once when the path is missing or of an unknown kind; the returned iterable reads
  * lazily and with bounded memory (one JSONL line, one tar sample, one Parquet row group at a time).
  */
-export function openFileSource(input: string, limits: FileSourceLimits): AsyncIterable<FileRecord> {
+export function openFileSource(input: string, limits: FileSourceLimits, options: FileSourceOptions = {}): AsyncIterable<FileRecord> {
   checkLimits(limits);
   const { kind, files } = detectFileInput(input);
   const topic = path.basename(path.resolve(input));
+  const imageRoot = options.imageRoot ? checkImageRoot(options.imageRoot) : null;
   switch (kind) {
     case 'jsonl':
-      return readJsonl(files[0], topic, limits);
+      return readJsonl(files[0], topic, limits, imageRoot);
     case 'webdataset':
       return readWebDataset(files, topic, limits);
     case 'parquet':
       return readParquetMeta(files[0], topic, limits);
   }
+}
+
+/** The real path of an image root directory; a missing or non-directory root is the user's mistake. */
+function checkImageRoot(dir: string): string {
+  let real: string;
+  try {
+    real = fs.realpathSync(dir);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new Error(code === 'ENOENT' ? `image root not found: ${dir}` : `cannot read image root ${dir}: ${code ?? String(err)}`);
+  }
+  if (!fs.statSync(real).isDirectory()) throw new Error(`image root ${dir} is not a directory`);
+  return real;
 }
 
 function checkLimits(limits: FileSourceLimits): void {

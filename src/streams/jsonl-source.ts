@@ -1,6 +1,8 @@
 /**
  * JSON Lines input (DESIGN 2.1): one raw event per line, with `image_b64` (base64, a `data:` URI prefix allowed)
- * or `image_path` (relative to the JSONL file, and it must stay inside that file's directory) instead of `image`.
+ * or `image_path` instead of `image`. `image_path` is relative to the image root (`--image-root`, default the JSONL
+ * file's directory) and must stay inside it: `..` escapes and symlinks that resolve outside it are `path_blocked`,
+ * symlinks that stay inside are followed.
  *
  * Lines are split by hand rather than with readline so that a line longer than `maxRecordBytes` is dropped as
  * `record_too_large` while only its first `maxRecordBytes` bytes are held. A line that is empty or only
@@ -89,8 +91,10 @@ function isBlank(b: Buffer): boolean {
 }
 
 /** Reads a JSONL file; see the module comment for the rules. `topic` names the input in the coordinates. */
-export async function* readJsonl(file: string, topic: string, limits: FileSourceLimits): AsyncGenerator<FileRecord> {
-  const root = resolveRoot(file);
+export async function* readJsonl(file: string, topic: string, limits: FileSourceLimits, imageRoot: string | null = null): AsyncGenerator<FileRecord> {
+  const root: ImageRoot = imageRoot
+    ? { dir: imageRoot, name: `the image root ${imageRoot}` }
+    : { dir: resolveRoot(file), name: "the JSONL file's directory" };
   const records = new RecordFactory(topic, limits);
   const defaultSource = path.basename(file);
   const stream = fs.createReadStream(file, { highWaterMark: 64 * 1024 });
@@ -130,7 +134,13 @@ function resolveRoot(file: string): string {
 
 type Parsed = { event: CrawlEvent } | (Problem & { id: string | null });
 
-async function parseLine(bytes: Buffer, root: string, limits: FileSourceLimits, defaultSource: string): Promise<Parsed> {
+/** Where image_path values resolve: a real directory path, and how messages name it. */
+export interface ImageRoot {
+  dir: string;
+  name: string;
+}
+
+async function parseLine(bytes: Buffer, root: ImageRoot, limits: FileSourceLimits, defaultSource: string): Promise<Parsed> {
   let value: unknown;
   try {
     value = JSON.parse(bytes.toString('utf8'));
@@ -289,14 +299,15 @@ function isInside(root: string, p: string): boolean {
   return rel !== '' && rel !== '..' && !rel.startsWith(`..${path.sep}`) && !path.isAbsolute(rel);
 }
 
-/** Reads `rel` under `root` (a real path), refusing anything that lands outside it, symlinks included. */
-export async function readImagePath(rel: string, root: string, maxBytes: number): Promise<{ bytes: Buffer } | Problem> {
+/** Reads `rel` under `root.dir` (a real path), refusing anything that lands outside it, symlinks included. */
+export async function readImagePath(rel: string, imageRoot: ImageRoot, maxBytes: number): Promise<{ bytes: Buffer } | Problem> {
+  const root = imageRoot.dir;
   const shown = JSON.stringify(rel.length > 200 ? `${rel.slice(0, 200)}...` : rel);
   const blocked = (why: string): Problem => ({ reason: 'path_blocked', message: `image_path ${shown} ${why}` });
   if (rel.includes('\0')) return blocked('contains a NUL byte');
-  if (path.isAbsolute(rel) || path.win32.isAbsolute(rel)) return blocked('is absolute; it must be relative to the JSONL file');
+  if (path.isAbsolute(rel) || path.win32.isAbsolute(rel)) return blocked(`is absolute; it must be relative to ${imageRoot.name}`);
   const joined = path.resolve(root, rel);
-  if (!isInside(root, joined)) return blocked("escapes the JSONL file's directory");
+  if (!isInside(root, joined)) return blocked(`escapes ${imageRoot.name}`);
   let real: string;
   try {
     real = await fs.promises.realpath(joined);
@@ -305,7 +316,7 @@ export async function readImagePath(rel: string, root: string, maxBytes: number)
     if (code === 'ELOOP') return blocked('is a symlink loop');
     return { reason: 'missing_image', message: `image_path ${shown} not found (${code ?? errorMessage(err)})` };
   }
-  if (!isInside(root, real)) return blocked("resolves (through a symlink) outside the JSONL file's directory");
+  if (!isInside(root, real)) return blocked(`resolves (through a symlink) outside ${imageRoot.name}`);
   let handle: fs.promises.FileHandle;
   try {
     // O_NONBLOCK: opening a FIFO must not hang the reader; O_NOFOLLOW: the checked path cannot become a symlink.

@@ -69,6 +69,10 @@ test('flags map onto the typed config', () => {
   assert.deepEqual(p.cfg.fetch.allowHosts, ['127.0.0.1']);
   assert.equal(p.cfg.dedup.exact, false);
   assert.equal(p.cfg.shard.maxRows, 7);
+  const q = parse(['curate', '--input', 'crawl.jsonl', '--image-root', '/data/images', '--out', 'o']);
+  assert.ok(!('help' in q) && q.cfg.imageRoot === '/data/images');
+  const d = parse(['curate', '--input', 'crawl.jsonl', '--out', 'o']);
+  assert.ok(!('help' in d) && d.cfg.imageRoot === null, 'default: the JSONL file\'s directory');
 });
 
 test('replay bounds: times, offsets and per-partition offsets', () => {

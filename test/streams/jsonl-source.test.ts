@@ -191,6 +191,54 @@ describe('jsonl-source', () => {
     assert.equal(recs[1].coord.offset, 1);
   });
 
+  it('imageRoot: image_path is relative to the root; symlinks that stay inside it are followed, escapes are refused naming the root', async () => {
+    // the crawl keeps its images away from the JSONL file, reached through a symlinked root
+    const base = fs.mkdtempSync(path.join(os.tmpdir(), 'squeeze-root-'));
+    const real = path.join(base, 'images');
+    fs.mkdirSync(path.join(real, 'shard-1'), { recursive: true });
+    fs.mkdirSync(path.join(base, 'meta'));
+    fs.writeFileSync(path.join(real, 'shard-1', 'a.png'), png);
+    fs.symlinkSync(path.join(real, 'shard-1', 'a.png'), path.join(real, 'alias.png'));
+    fs.symlinkSync(path.join(real, 'shard-1'), path.join(real, 'latest'));
+    fs.symlinkSync(path.join(outside, 'secret.jpg'), path.join(real, 'out.jpg'));
+    fs.writeFileSync(path.join(base, 'beside-root.png'), png);
+    const rootLink = path.join(base, 'root-link');
+    fs.symlinkSync(real, rootLink);
+    const file = path.join(base, 'meta', 'crawl.jsonl');
+    const lines = [
+      /* 0 */ line({ id: 'plain', image_path: 'shard-1/a.png' }),
+      /* 1 */ line({ id: 'file-link', image_path: 'alias.png' }),
+      /* 2 */ line({ id: 'dir-link', image_path: 'latest/a.png' }),
+      /* 3 */ line({ id: 'link-out', image_path: 'out.jpg' }),
+      /* 4 */ line({ id: 'dotdot', image_path: '../beside-root.png' }),
+      /* 5 */ line({ id: 'absolute', image_path: path.join(real, 'shard-1', 'a.png') }),
+      /* 6 */ line({ id: 'beside-jsonl', image_path: 'crawl.jsonl' }),
+    ];
+    fs.writeFileSync(file, lines.join('\n') + '\n');
+    try {
+      const recs = await collect(openFileSource(file, limits, { imageRoot: rootLink }));
+      for (const i of [0, 1, 2]) assert.deepEqual(recs[i].event?.image, png, `record ${i}: ${recs[i].error?.message}`);
+      const blocked = (i: number, why: RegExp): void => {
+        assert.equal(recs[i].error?.reason, 'path_blocked', `record ${i}`);
+        assert.match(recs[i].error!.message, why);
+        assert.ok(recs[i].error!.message.includes(`the image root ${fs.realpathSync(real)}`), recs[i].error!.message);
+      };
+      blocked(3, /resolves \(through a symlink\) outside the image root/);
+      blocked(4, /escapes the image root/);
+      blocked(5, /is absolute; it must be relative to the image root/);
+      assert.equal(recs[6].error?.reason, 'missing_image', 'paths resolve under the root, not beside the JSONL file');
+      // without a root, the same file resolves beside itself: the old rule, unchanged
+      const defaults = await collect(openFileSource(file, limits));
+      assert.equal(defaults[0].error?.reason, 'missing_image');
+      assert.match(defaults[4].error!.message, /escapes the JSONL file's directory/);
+      // a root that does not exist or is not a directory is the user's mistake, before any record
+      assert.throws(() => openFileSource(file, limits, { imageRoot: path.join(base, 'nope') }), /image root not found: .*nope/);
+      assert.throws(() => openFileSource(file, limits, { imageRoot: file }), /image root .*crawl\.jsonl is not a directory/);
+    } finally {
+      fs.rmSync(base, { recursive: true, force: true });
+    }
+  });
+
   it('throws a clear error for a missing file or an unknown kind of input', () => {
     assert.throws(() => openFileSource(path.join(dir, 'absent.jsonl'), limits), /input not found: .*absent\.jsonl/);
     const csv = path.join(dir, 'x.csv');
