@@ -48,6 +48,9 @@ export interface DeadLetter {
   source_partition: number;
   source_offset: number;
   id: string | null;
+  /** the input's page and image URLs, when they could be read */
+  url: string | null;
+  image_url: string | null;
   reason: DeadReason;
   message: string;
   /** base64 of the original record bytes, truncated to the configured limit */

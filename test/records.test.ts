@@ -12,7 +12,7 @@ const manifest: Required<ShardManifest> = {
 };
 const control: Required<ControlEvent> = { kind: 'mix_weights', model_version: null, bundle_uri: null, weights: {}, bias: null, published_at: 0, publisher: null };
 const dead: Required<DeadLetter> = {
-  source_topic: '', source_partition: 0, source_offset: 0, id: null, reason: 'schema_error', message: '', original_b64: '', original_bytes: 0, truncated: false, failed_at: 0,
+  source_topic: '', source_partition: 0, source_offset: 0, id: null, url: null, image_url: null, reason: 'schema_error', message: '', original_b64: '', original_bytes: 0, truncated: false, failed_at: 0,
 };
 
 const cases: [SchemaName, object][] = [

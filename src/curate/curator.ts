@@ -11,9 +11,9 @@ import { concatMap, filter, from, map, merge, Subject, tap, type SchedulerLike }
 import { type Config, configHash } from '../config/config';
 import type { ImageFetch } from '../operators/fetch-images';
 import { rollShards, type RollInput, type ShardChunk } from '../operators/roll-shards';
-import { type Batch, newSample, partitionKey } from '../operators/sample';
+import { type Batch, newSample, partitionKey, type Rejection } from '../operators/sample';
 import { StateRegistry } from '../operators/state';
-import type { Coord, CrawlEvent, DeadReason } from '../records';
+import type { Coord, CrawlEvent } from '../records';
 import { type CommitRecord, FencedError, readState, recoverPartition } from '../streams/shard-log';
 import { type CommitResult, ShardSink } from '../streams/shard-sink';
 import type { BundleHolder } from './bundle-holder';
@@ -25,7 +25,7 @@ import { Stats } from './stats';
 export interface Inbound {
   coord: Coord;
   value: Buffer | null;
-  rejected?: { reason: DeadReason; message: string } | null;
+  rejected?: Rejection | null;
 }
 
 export interface CuratorDeps {

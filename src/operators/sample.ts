@@ -25,12 +25,21 @@ export interface DecodedImage {
   mime: string;
 }
 
+/** An edge's verdict on a record it could not turn into an event, and what of it could be read. */
+export interface Rejection {
+  reason: DeadReason;
+  message: string;
+  id?: string | null;
+  url?: string | null;
+  image_url?: string | null;
+}
+
 export interface Sample {
   coord: Coord;
   /** the record as it arrived (for dead letters) */
   raw: Buffer | null;
-  /** set when an edge already knows the record is unreadable */
-  rejected: { reason: DeadReason; message: string } | null;
+  /** set when an edge already knows the record is unreadable, with the fields it could read */
+  rejected: Rejection | null;
   event: CrawlEvent | null;
   image: DecodedImage | null;
   /** caption after validation and enrichment; the raw one stays in event.caption */

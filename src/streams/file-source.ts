@@ -23,12 +23,19 @@ export interface FileRecord {
   coord: Coord;
   /** exactly one of `event` and `error` is non-null */
   event: CrawlEvent | null;
-  /** `id` is set when the record got far enough to name one */
-  error: { reason: DeadReason; message: string; id?: string | null } | null;
+  /** the fields of the input that could be read (`id`, `url`, `image_url`) are kept for the dead letter */
+  error: ({ reason: DeadReason; message: string } & ReadableFields) | null;
   /** the original record bytes (a JSONL line; a tar sample's .json or .txt part; a Parquet row as JSON), truncated to maxRecordBytes */
   raw: Buffer;
   /** size of the original record before truncation */
   rawBytes?: number;
+}
+
+/** What a dead letter keeps of a record it could partly read. */
+export interface ReadableFields {
+  id?: string | null;
+  url?: string | null;
+  image_url?: string | null;
 }
 
 export interface FileSourceLimits {
@@ -136,8 +143,9 @@ export class RecordFactory {
     return { coord: this.coord(), event, error: null, ...this.rawFields(raw) };
   }
 
-  dead(reason: DeadReason, message: string, raw: Buffer, id: string | null = null, rawBytes?: number): FileRecord {
-    return { coord: this.coord(), event: null, error: { reason, message: oneLine(message), id }, ...this.rawFields(raw, rawBytes) };
+  dead(reason: DeadReason, message: string, raw: Buffer, id: string | null = null, rawBytes?: number, more: Omit<ReadableFields, 'id'> = {}): FileRecord {
+    const error = { reason, message: oneLine(message), id, url: readable(more.url), image_url: readable(more.image_url) };
+    return { coord: this.coord(), event: null, error, ...this.rawFields(raw, rawBytes) };
   }
 
   private coord(): Coord {
@@ -148,6 +156,14 @@ export class RecordFactory {
     const max = this.limits.maxRecordBytes;
     return { raw: raw.length > max ? raw.subarray(0, max) : raw, rawBytes: rawBytes ?? raw.length };
   }
+}
+
+/** Longest URL a dead letter keeps as a field (the original bytes hold the rest). */
+const MAX_READABLE_CHARS = 4096;
+
+/** A string field worth keeping in a dead letter: non-empty and not absurdly long; else null. */
+export function readable(v: unknown): string | null {
+  return typeof v === 'string' && v !== '' && v.length <= MAX_READABLE_CHARS ? v : null;
 }
 
 export function oneLine(s: string, max = 500): string {

@@ -20,7 +20,9 @@ import {
   attrString,
   errorMessage,
   idProblem,
+  readable,
   RecordFactory,
+  type ReadableFields,
   type FileRecord,
   type FileSourceLimits,
 } from './file-source';
@@ -114,7 +116,7 @@ export async function* readJsonl(file: string, topic: string, limits: FileSource
       const result = await parseLine(line.bytes, root, limits, defaultSource);
       yield 'event' in result
         ? records.ok(result.event, line.bytes)
-        : records.dead(result.reason, result.message, line.bytes, result.id);
+        : records.dead(result.reason, result.message, line.bytes, result.id, undefined, result);
     }
   } catch (err) {
     throw new Error(`cannot read ${file}: ${errorMessage(err)}`);
@@ -132,7 +134,7 @@ function resolveRoot(file: string): string {
   }
 }
 
-type Parsed = { event: CrawlEvent } | (Problem & { id: string | null });
+type Parsed = { event: CrawlEvent } | (Problem & ReadableFields & { id: string | null });
 
 /** Where image_path values resolve: a real directory path, and how messages name it. */
 export interface ImageRoot {
@@ -152,10 +154,12 @@ async function parseLine(bytes: Buffer, root: ImageRoot, limits: FileSourceLimit
     return { reason: 'schema_error', message: `line is ${kind}, not a JSON object`, id: null };
   }
   const obj = value as Record<string, unknown>;
+  // whatever check fails below, the dead letter keeps the fields that could be read
+  const known = { url: readable(obj.url), image_url: readable(obj.image_url) };
   const fields = readFields(obj, defaultSource);
-  if ('reason' in fields) return fields;
+  if ('reason' in fields) return { ...fields, ...known };
   const { event, imageB64, imagePath } = fields;
-  const fail = (p: Problem): Parsed => ({ ...p, id: event.id });
+  const fail = (p: Problem): Parsed => ({ ...p, ...known, id: event.id });
 
   if (imageB64 !== null) {
     const img = decodeBase64(imageB64, limits.maxImageBytes);

@@ -217,9 +217,9 @@ function rowRecord(row: Record<string, unknown>, cols: RowColumns, records: Reco
   }
   const id = explicitId !== '' ? explicitId : createHash('sha1').update(url).digest('hex');
   const idBad = idProblem(id);
-  if (idBad) return records.dead('id_invalid', `${cols.idCol}: ${idBad}`, raw);
+  if (idBad) return records.dead('id_invalid', `${cols.idCol}: ${idBad}`, raw, null, undefined, { image_url: url });
   if (raw.length > limits.maxRecordBytes) {
-    return records.dead('record_too_large', `row of ${raw.length} bytes exceeds maxRecordBytes ${limits.maxRecordBytes}`, raw, id);
+    return records.dead('record_too_large', `row of ${raw.length} bytes exceeds maxRecordBytes ${limits.maxRecordBytes}`, raw, id, undefined, { image_url: url });
   }
   const attrs: Record<string, string> = {};
   for (const c of cols.attrCols) {

@@ -93,6 +93,8 @@ export function toDeadLetter(r: Record<string, unknown>): DeadLetter {
     source_partition: num(r.source_partition),
     source_offset: num(r.source_offset),
     id: str(r.id),
+    url: str(r.url),
+    image_url: str(r.image_url),
     reason: String(r.reason) as DeadLetter['reason'],
     message: String(r.message),
     original_b64: String(r.original_b64),

@@ -196,7 +196,10 @@ export class ShardSink {
       source_topic: s.coord.topic,
       source_partition: s.coord.partition,
       source_offset: s.coord.offset,
-      id: s.event?.id ?? null,
+      // an event that decoded keeps its fields; a record an edge rejected keeps what the edge could read
+      id: s.event?.id ?? s.rejected?.id ?? null,
+      url: s.event ? s.event.url : (s.rejected?.url ?? null),
+      image_url: s.event ? s.event.image_url : (s.rejected?.image_url ?? null),
       reason,
       message,
       original_b64: (truncated ? raw.subarray(0, this.o.deadLetterBytes) : raw).toString('base64'),

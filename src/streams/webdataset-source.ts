@@ -150,8 +150,9 @@ function buildRecord(s: Sample, shardName: string, records: RecordFactory, limit
   const raw =
     s.json?.bytes ?? s.txt?.bytes ?? Buffer.from(JSON.stringify({ __key__: s.key, members: s.members }));
   const rawBytes = s.json?.bytes ? s.json.size : s.txt?.bytes ? s.txt.size : raw.length;
+  let imageUrl: string | null = null;
   const dead = (reason: Parameters<RecordFactory['dead']>[0], message: string, id: string | null): FileRecord =>
-    records.dead(reason, `${shardName}: ${message}`, raw, id, rawBytes);
+    records.dead(reason, `${shardName}: ${message}`, raw, id, rawBytes, { image_url: imageUrl });
 
   for (const part of [s.json, s.txt]) {
     if (part && part.bytes === null) {
@@ -170,6 +171,7 @@ function buildRecord(s: Sample, shardName: string, records: RecordFactory, limit
       return dead('schema_error', `${s.json.name} is not a JSON object`, null);
     }
     meta = parsed as Record<string, unknown>;
+    imageUrl = typeof meta.url === 'string' ? meta.url : null;
   }
 
   const metaKey = meta.key;
