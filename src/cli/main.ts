@@ -1,22 +1,15 @@
 /**
  * The `squeeze` command line (DESIGN 3). User mistakes print one line and exit non-zero;
  * `--verbose` adds the stack trace.
+ *
+ * Only the parser and the config load up front: each command imports what it needs (kafkajs, the
+ * registry client, OpenTelemetry, onnxruntime, sharp) when it runs, so `--help` and `--print-config`
+ * answer at once.
  */
 import { parseArgs } from 'node:util';
 import { type Config, ConfigError, loadConfig, maskedConfig } from '../config/config';
-import { curateFiles } from '../curate/run-files';
-import { curateKafka } from '../curate/run-kafka';
-import { startTelemetry, stopTelemetry } from '../telemetry/telemetry';
 import { UserError } from './errors';
-import { clearOutput } from './output-dir';
 import { COMMANDS, FLAGS, helpText } from './flags';
-import { printSummary, progressReporter } from './progress';
-import { produceFile } from './produce';
-import { buildModelCommand } from './build-model';
-import { genCommand } from './gen';
-import { reportCommand } from './report';
-import { replayRange } from './replay';
-import { controlCommand } from './control';
 
 export { UserError };
 
@@ -78,40 +71,48 @@ export async function run(argv: string[]): Promise<number> {
   }
   switch (command) {
     case 'gen':
-      return genCommand(cfg, local);
+      return (await import('./gen')).genCommand(cfg, local);
     case 'produce':
-      return produceFile(cfg, local);
+      return (await import('./produce')).produceFile(cfg, local);
     case 'control':
-      return controlCommand(cfg, local);
+      return (await import('./control')).controlCommand(cfg, local);
     case 'build-model':
-      return buildModelCommand(cfg);
+      return (await import('./build-model')).buildModelCommand(cfg);
     case 'report':
-      return reportCommand(cfg, local);
-    case 'replay':
+      return (await import('./report')).reportCommand(cfg, local);
+    case 'replay': {
+      const { replayRange } = await import('./replay');
       return withTelemetry(cfg, () => replayRange(cfg, local));
+    }
     default:
-      if (local.fresh && cfg.out) clearOutput(cfg.out);
+      if (local.fresh && cfg.out) (await import('./output-dir')).clearOutput(cfg.out);
       return withTelemetry(cfg, () => curate(cfg));
   }
 }
 
 async function curate(cfg: Config): Promise<number> {
   if (!cfg.out) throw new UserError('--out DIR is required');
+  if (cfg.brokers.length > 0 && (cfg.input || cfg.demo)) {
+    throw new UserError('--input/--demo are for embedded mode; use `squeeze produce` to publish a file to Kafka');
+  }
+  if (cfg.brokers.length === 0 && cfg.input && cfg.demo) throw new UserError('give either --input or --demo, not both');
+  if (cfg.brokers.length === 0 && !cfg.input && !cfg.demo) throw new UserError('nothing to curate: give --brokers (Kafka), --input PATH or --demo N');
+  const { printSummary, progressReporter } = await import('./progress');
   const report = progressReporter(cfg);
   if (cfg.brokers.length > 0) {
-    if (cfg.input || cfg.demo) throw new UserError('--input/--demo are for embedded mode; use `squeeze produce` to publish a file to Kafka');
+    const { curateKafka } = await import('../curate/run-kafka');
     const curator = await curateKafka(cfg, { onProgress: report, signal: stopSignal() });
     printSummary(cfg, curator);
     return 0;
   }
-  if (cfg.input && cfg.demo) throw new UserError('give either --input or --demo, not both');
-  if (!cfg.input && !cfg.demo) throw new UserError('nothing to curate: give --brokers (Kafka), --input PATH or --demo N');
+  const { curateFiles } = await import('../curate/run-files');
   const curator = await curateFiles(cfg, { onProgress: (c) => report(c, null) });
   printSummary(cfg, curator);
   return 0;
 }
 
 async function withTelemetry(cfg: Config, fn: () => Promise<number>): Promise<number> {
+  const { startTelemetry, stopTelemetry } = await import('../telemetry/telemetry');
   const t = startTelemetry({ prometheusPort: cfg.telemetry.prometheusPort, traces: cfg.telemetry.traces });
   if (t.prometheusUrl) process.stderr.write(`metrics at ${t.prometheusUrl}\n`);
   try {

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -6,7 +7,7 @@ import { test } from 'node:test';
 import { FLAGS } from '../../src/cli/flags';
 import { parse } from '../../src/cli/main';
 import { parseBound } from '../../src/cli/replay';
-import { squeeze } from '../helpers/cli';
+import { ROOT, squeeze } from '../helpers/cli';
 
 test('--help lists every command, and each command help lists exactly the flags it parses', async () => {
   const top = await squeeze(['--help']);
@@ -18,6 +19,33 @@ test('--help lists every command, and each command help lists exactly the flags 
     for (const f of FLAGS.filter((x) => x.commands.includes(c))) assert.match(h.stdout, new RegExp(`--${f.name}\\b`), `${c} --help shows --${f.name}`);
     for (const f of FLAGS.filter((x) => !x.commands.includes(c))) assert.doesNotMatch(h.stdout, new RegExp(`--${f.name}\\b`), `${c} --help hides --${f.name}`);
   }
+});
+
+/** The packages a CLI run in a fresh node process has loaded by the time it is done (from require.cache). */
+function packagesLoadedBy(args: string[], thenRequire?: string): string[] {
+  const main = join(ROOT, 'dist', 'src', 'cli', 'main.js');
+  const probe = `require(${JSON.stringify(main)}).cli(process.argv.slice(1)).then(() => {
+    ${thenRequire ? `require(${JSON.stringify(thenRequire)});` : ''}
+    const names = Object.keys(require.cache).map((f) => f.split('node_modules/')[1]?.split('/')).filter(Boolean)
+      .map((parts) => (parts[0].startsWith('@') ? parts[0] + '/' + parts[1] : parts[0]));
+    console.error('LOADED ' + JSON.stringify([...new Set(names)]));
+  });`;
+  const r = spawnSync(process.execPath, ['-e', probe, '--', ...args], { cwd: ROOT, encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const line = r.stderr.split('\n').find((l) => l.startsWith('LOADED '));
+  assert.ok(line, r.stderr);
+  return JSON.parse(line.slice('LOADED '.length)) as string[];
+}
+
+test('--help and --print-config load no Kafka, registry, telemetry, ONNX, image or Parquet library', () => {
+  const heavy = /^(kafkajs|@confluentinc\/|@opentelemetry\/|onnxruntime-|sharp$|@img\/|parquetjs-lite$|tar-stream$|onnx-proto$|rxjs$)/;
+  for (const args of [['--help'], ['curate', '--help'], ['replay', '--help'], ['curate', '--print-config', '--brokers', 'b:1']]) {
+    const loaded = packagesLoadedBy(args);
+    assert.deepEqual(loaded.filter((p) => heavy.test(p)), [], `squeeze ${args.join(' ')} loaded ${loaded.join(', ')}`);
+  }
+  // the probe does see them once a command module is loaded
+  const kafkaRun = packagesLoadedBy(['--help'], join(ROOT, 'dist', 'src', 'curate', 'run-kafka.js'));
+  assert.ok(kafkaRun.includes('kafkajs') && kafkaRun.includes('@confluentinc/schemaregistry'), kafkaRun.join(', '));
 });
 
 test('user mistakes print one line, no stack trace, and exit 2', async () => {
