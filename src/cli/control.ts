@@ -5,7 +5,7 @@
 import type { Config } from '../config/config';
 import type { ControlEvent } from '../records';
 import { publishControl } from '../streams/control';
-import { createKafka } from '../streams/kafka';
+import { connectAdmin, createKafka } from '../streams/kafka';
 import { UserError } from './errors';
 
 export function controlEventFrom(local: Record<string, string | boolean | undefined>, now = Date.now()): ControlEvent {
@@ -41,7 +41,9 @@ export async function controlCommand(cfg: Config, local: Record<string, string |
   if (cfg.brokers.length === 0) throw new UserError('--brokers is required');
   if (cfg.registry.startsWith('mock://')) throw new UserError('--registry URL is required (a real schema registry)');
   const event = controlEventFrom(local);
-  await publishControl(createKafka(cfg), cfg.registry, cfg.kafka.controlTopic, event);
+  const kafka = createKafka(cfg);
+  await (await connectAdmin(kafka, cfg)).disconnect();
+  await publishControl(kafka, cfg.registry, cfg.kafka.controlTopic, event);
   process.stdout.write(`squeeze: published ${event.kind} on ${cfg.kafka.controlTopic}\n`);
   return 0;
 }

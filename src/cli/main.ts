@@ -8,6 +8,7 @@
  */
 import { parseArgs } from 'node:util';
 import { type Config, ConfigError, loadConfig, maskedConfig } from '../config/config';
+import { ConnectError } from '../streams/reach';
 import { UserError } from './errors';
 import { COMMANDS, FLAGS, helpText } from './flags';
 
@@ -77,7 +78,7 @@ export async function run(argv: string[]): Promise<number> {
     case 'control':
       return (await import('./control')).controlCommand(cfg, local);
     case 'build-model':
-      return (await import('./build-model')).buildModelCommand(cfg);
+      return (await import('./build-model')).buildModelCommand(cfg, local);
     case 'report':
       return (await import('./report')).reportCommand(cfg, local);
     case 'replay': {
@@ -136,6 +137,7 @@ export function describeError(e: unknown, verbose: boolean): string {
   const err = e as Error & { name?: string; code?: string };
   if (verbose && err?.stack) return err.stack;
   const msg = (err?.message ?? String(e)).split('\n')[0];
+  if (e instanceof ConnectError) return msg;
   if (/^KafkaJS(Connection|NumberOfRetriesExceeded|BrokerNotFound|Request)/.test(err?.name ?? '')) {
     return `cannot talk to Kafka (${cfgBrokers ?? 'brokers'}): ${msg}`;
   }

@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import type { Config } from '../config/config';
 import type { CrawlEvent } from '../records';
 import { openFileSource } from '../streams/file-source';
-import { createKafka, ensureTopics, sendChunked } from '../streams/kafka';
+import { connectAdmin, createKafka, ensureTopics, sendChunked } from '../streams/kafka';
 import { avroCodec, openRegistry, toCrawlEvent } from '../streams/registry-codec';
 import { UserError } from './errors';
 
@@ -21,8 +21,7 @@ export async function produceFile(cfg: Config, local: Record<string, string | bo
   if (cfg.registry.startsWith('mock://')) throw new UserError('--registry URL is required (a real schema registry)');
   const limit = local.limit === undefined ? Infinity : Number(local.limit);
   const kafka = createKafka(cfg);
-  const admin = kafka.admin();
-  await admin.connect();
+  const admin = await connectAdmin(kafka, cfg);
   await ensureTopics(admin, [{ topic: cfg.topic, partitions: cfg.kafka.partitions }]);
   await admin.disconnect();
   const codec = await avroCodec(openRegistry(cfg.registry), cfg.topic, 'crawl-event', toCrawlEvent);

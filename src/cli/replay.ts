@@ -1,7 +1,7 @@
 /** `squeeze replay`: re-curate a time or offset range of a topic into a new output directory. */
 import type { Config } from '../config/config';
 import { curateKafka } from '../curate/run-kafka';
-import { createKafka, highWatermarks, offsetsAtTime } from '../streams/kafka';
+import { connectAdmin, createKafka, highWatermarks, offsetsAtTime } from '../streams/kafka';
 import { UserError } from './errors';
 import { isEmptyOutput } from './output-dir';
 import { printSummary, progressReporter } from './progress';
@@ -24,8 +24,7 @@ export async function replayRange(cfg: Config, local: Record<string, string | bo
   if (!isEmptyOutput(cfg.out)) throw new UserError(`replay writes into a new output directory; ${cfg.out} is not empty`);
   if (typeof local.from !== 'string') throw new UserError('--from TIME|OFFSETS is required');
   const kafka = createKafka(cfg);
-  const admin = kafka.admin();
-  await admin.connect();
+  const admin = await connectAdmin(kafka, cfg);
   const high = await highWatermarks(admin, cfg.topic);
   const resolveBound = async (text: string, fallback: number): Promise<Map<number, number>> => {
     const b = parseBound(text);

@@ -25,6 +25,8 @@ export const ConfigSchema = z
     batchSize: z.number().int().min(1).max(10_000).default(128),
     concurrency: z.number().int().min(1).max(64).default(4),
     drain: z.boolean().default(false),
+    /** how long reaching Kafka or the schema registry may take before a one-line error */
+    connectTimeoutMs: z.number().int().min(100).default(10_000),
     verbose: z.boolean().default(false),
     progress: z.enum(['auto', 'tty', 'json', 'off']).default('auto'),
     shard: z

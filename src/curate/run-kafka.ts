@@ -7,6 +7,7 @@ import type { Config } from '../config/config';
 import type { DeadLetter } from '../records';
 import {
   commitOffset,
+  connectAdmin,
   createKafka,
   ensureTopics,
   highWatermarks,
@@ -45,9 +46,9 @@ export const manifestTopic = (cfg: Config): string => cfg.kafka.manifestTopic ??
 
 export async function curateKafka(cfg: Config, opts: KafkaRunOptions = {}): Promise<Curator> {
   const kafka = createKafka(cfg);
-  const admin = kafka.admin();
-  await admin.connect();
   const replay = opts.replayGroup !== undefined;
+  // replay has announced the connection already
+  const admin = await connectAdmin(kafka, cfg, { quiet: replay });
   await ensureTopics(admin, [
     { topic: cfg.topic, partitions: cfg.kafka.partitions },
     { topic: dlqTopic(cfg), partitions: cfg.kafka.partitions },

@@ -6,6 +6,7 @@
  */
 import { Kafka, logLevel, type Admin, type Consumer, type KafkaConfig, type Producer, type SASLOptions } from 'kafkajs';
 import type { Config } from '../config/config';
+import { checkServices, withDeadline } from './reach';
 
 export interface KafkaRecord {
   offset: number;
@@ -28,11 +29,28 @@ export function createKafka(cfg: Config): Kafka {
     brokers: cfg.brokers,
     ssl: k.ssl,
     sasl,
-    connectionTimeout: 5000,
+    connectionTimeout: Math.min(5000, cfg.connectTimeoutMs),
     logLevel: cfg.verbose ? logLevel.INFO : logLevel.NOTHING,
     retry: { retries: 8, initialRetryTime: 200 },
   };
   return new Kafka(conf);
+}
+
+/**
+ * Says where it connects, probes the brokers (and the registry, unless `registry` is null) and
+ * connects an admin client, each under `connectTimeoutMs`: a one-line ConnectError instead of
+ * kafkajs's retries in silence.
+ */
+export async function connectAdmin(kafka: Kafka, cfg: Config, opts: { quiet?: boolean } = {}): Promise<Admin> {
+  await checkServices({ brokers: cfg.brokers, registry: cfg.registry, timeoutMs: cfg.connectTimeoutMs, log: opts.quiet ? () => undefined : undefined });
+  const admin = kafka.admin();
+  await withDeadline(
+    admin.connect(),
+    cfg.connectTimeoutMs,
+    (within) => `Kafka at ${cfg.brokers.join(',')} did not answer as a Kafka broker ${within} (it accepts connections: check the address and the broker's advertised.listeners)`,
+    () => void admin.disconnect().catch(() => undefined),
+  );
+  return admin;
 }
 
 export interface TopicSpec {

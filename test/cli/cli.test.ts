@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
+import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -73,12 +74,43 @@ test('user mistakes print one line, no stack trace, and exit 2', async () => {
   }
 });
 
-test('an unreachable broker is one clear line, not a hang or a stack', async () => {
+async function closedPort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+test('an unreachable broker or registry: where it connects at once, then one line naming the address and the cause', async () => {
   const out = mkdtempSync(join(tmpdir(), 'cli-'));
-  const r = await squeeze(['curate', '--brokers', '127.0.0.1:9', '--out', out, '--registry', 'mock://x']);
-  assert.equal(r.code, 1);
-  assert.match(r.stderr, /^squeeze: error: cannot talk to Kafka \(127\.0\.0\.1:9\)/);
-  assert.equal(r.stderr.trim().split('\n').length, 1);
+  const closed = await closedPort();
+  const lines = (r: { stderr: string }) => r.stderr.trim().split('\n');
+  const refused = await squeeze(['curate', '--brokers', `127.0.0.1:${closed}`, '--out', out, '--registry', 'mock://x']);
+  assert.equal(refused.code, 1);
+  assert.deepEqual(lines(refused), [
+    `squeeze: connecting to Kafka at 127.0.0.1:${closed}...`,
+    `squeeze: error: cannot reach Kafka at 127.0.0.1:${closed}: connection refused: nothing listens there (ECONNREFUSED)`,
+  ]);
+
+  // something listens but never speaks Kafka: the configured deadline, not kafkajs's retries
+  const sockets: net.Socket[] = [];
+  const silent = net.createServer((s) => void sockets.push(s));
+  await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+  const port = (silent.address() as net.AddressInfo).port;
+  try {
+    const mute = await squeeze(['produce', '--brokers', `127.0.0.1:${port}`, '--registry', `http://127.0.0.1:${port}/apis/ccompat/v7`, '--input', 'x.jsonl', '--connect-timeout-ms', '300']);
+    assert.equal(mute.code, 1);
+    assert.equal(lines(mute).length, 3, mute.stderr);
+    assert.match(lines(mute)[2], new RegExp(`^squeeze: error: Kafka at 127\\.0\\.0\\.1:${port} did not answer as a Kafka broker within 0\\.3 s \\(`));
+    const noRegistry = await squeeze(['curate', '--brokers', `127.0.0.1:${port}`, '--registry', `http://127.0.0.1:${closed}/apis/ccompat/v7`, '--out', out]);
+    assert.equal(noRegistry.code, 1);
+    assert.deepEqual(lines(noRegistry).slice(0, 2), [`squeeze: connecting to Kafka at 127.0.0.1:${port}...`, `squeeze: connecting to the schema registry at http://127.0.0.1:${closed}/apis/ccompat/v7...`]);
+    assert.equal(lines(noRegistry)[2], `squeeze: error: cannot reach the schema registry at http://127.0.0.1:${closed}/apis/ccompat/v7 (127.0.0.1:${closed}): connection refused: nothing listens there (ECONNREFUSED)`);
+  } finally {
+    for (const s of sockets) s.destroy();
+    silent.close();
+  }
 });
 
 test('--print-config shows the merged config with secrets masked', async () => {
