@@ -47,7 +47,6 @@ export const FLAGS: FlagSpec[] = [
   { name: 'rate', path: 'softCap.rate', type: 'string', arg: 'R', help: 'soft-cap target copies per input (default 1)', commands: CURATE },
   { name: 'copies-mode', path: 'softCap.mode', type: 'string', arg: 'M', help: 'faithful | systematic draw of copies (default faithful)', commands: CURATE },
   { name: 'embeddings', path: 'output.embeddings', type: 'boolean', help: 'write image_embedding and text_embedding columns', commands: CURATE },
-  { name: 'kind', path: '@kind', type: 'string', arg: 'K', help: 'photo (default: the real-photo bundle of models/photo, needs a shared/ data directory) or shapes (the generated crawl\'s tiny CLIP, models/builtin)', commands: ['build-model'] },
   { name: 'seed', path: 'seed', type: 'string', arg: 'S', help: 'seed for generated data, sampling and model training (default 7)', commands: ['curate', 'replay', 'gen', 'build-model'] },
   { name: 'batch-size', path: 'batchSize', type: 'string', arg: 'N', help: 'records per batch through the operators (default 128)', commands: CURATE },
   { name: 'concurrency', path: 'concurrency', type: 'string', arg: 'N', help: 'images decoded at once within a batch (default 4)', commands: CURATE },
@@ -85,7 +84,7 @@ export const COMMANDS: Record<string, string> = {
   produce: 'publish a file dataset to a topic as Avro crawl events',
   gen: 'write a synthetic noisy crawl with ground truth as JSONL: --out FILE --n N [--seed S]',
   replay: 're-curate a time or offset range of a topic into a new output directory',
-  'build-model': 'train and export a model bundle (deterministic): --out DIR [--kind photo|shapes] [--seed S]',
+  'build-model': 'train and export the built-in CLIP bundle (deterministic): --out DIR [--seed S]',
   control: 'publish mixing weights or a model version on the control topic (as the trainer does)',
   report: 'an HTML page of a curated output: accounting, score histograms, condensed images with kept patches: --input DIR --out FILE',
 };
