@@ -107,7 +107,7 @@ async function curate(cfg: Config): Promise<number> {
     return 0;
   }
   const { curateFiles } = await import('../curate/run-files');
-  const curator = await curateFiles(cfg, { onProgress: (c) => report(c, null) });
+  const curator = await curateFiles(cfg, { onProgress: (c, input) => report(c, null, input) });
   printSummary(cfg, curator);
   return 0;
 }

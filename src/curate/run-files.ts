@@ -7,30 +7,36 @@ import { basename } from 'node:path';
 import type { Config } from '../config/config';
 import { generateCrawl } from '../gen';
 import type { CrawlEvent } from '../records';
-import { openFileSource, type FileRecord } from '../streams/file-source';
+import { openFileSource, type FileRecord, type InputMeter } from '../streams/file-source';
 import { avroCodec, openRegistry, toCrawlEvent } from '../streams/registry-codec';
 import { createImageFetcher } from '../streams/safe-fetch';
 import { Curator, type Inbound } from './curator';
 import { openModels, openWeights } from './models';
 
 export interface FileRunOptions {
-  onProgress?: (curator: Curator) => void;
+  /** called every second and after each commit, with how much of the input has been read */
+  onProgress?: (curator: Curator, input: InputMeter) => void;
 }
 
 export async function curateFiles(cfg: Config, opts: FileRunOptions = {}): Promise<Curator> {
   const topic = cfg.input ? basename(cfg.input) : 'demo';
   const codec = await avroCodec(openRegistry(cfg.registry.startsWith('mock://') ? cfg.registry : 'mock://squeeze'), topic, 'crawl-event', toCrawlEvent);
+  const meter: InputMeter = cfg.input ? { done: 0, total: 0, unit: 'bytes' } : { done: 0, total: cfg.demo ?? 200, unit: 'events' };
   // open the input first: a wrong path is the user's mistake to hear about before anything loads
   const records: AsyncIterable<FileRecord> = cfg.input
-    ? openFileSource(cfg.input, { maxRecordBytes: cfg.limits.maxRecordBytes, maxImageBytes: cfg.limits.maxImageBytes }, { imageRoot: cfg.imageRoot })
+    ? openFileSource(cfg.input, { maxRecordBytes: cfg.limits.maxRecordBytes, maxImageBytes: cfg.limits.maxImageBytes }, { imageRoot: cfg.imageRoot, meter })
     : demoRecords(topic, cfg.demo ?? 200, cfg.seed);
   const bundle = await openModels(cfg);
   const curator = new Curator(cfg, { decode: codec.decode, fetch: makeFetcher(cfg), bundle, weights: openWeights(cfg) });
   const next = (await curator.assign(topic, 0)) ?? 0;
-  const timer = opts.onProgress ? setInterval(() => opts.onProgress!(curator), 1000) : null;
+  const progress = (): void => opts.onProgress?.(curator, meter);
+  // a line after each commit as well as every second, so progress never lags the commit records
+  curator.stats.onCommitted = progress;
+  const timer = opts.onProgress ? setInterval(progress, 1000) : null;
   try {
     let batch: Inbound[] = [];
     for await (const r of records) {
+      if (!cfg.input) meter.done = r.coord.offset + 1;
       if (r.coord.offset < next) continue;
       batch.push(await toInbound(r, codec.encode));
       if (batch.length >= cfg.batchSize) {

@@ -77,6 +77,7 @@ export async function curateKafka(cfg: Config, opts: KafkaRunOptions = {}): Prom
   await control.caughtUp;
 
   let edge: PartitionedConsumer | null = null;
+  let lag: number | null = null;
   const curator: Curator = new Curator(cfg, {
     decode: codecs.events.decode,
     fetch: makeFetcher(cfg),
@@ -85,6 +86,8 @@ export async function curateKafka(cfg: Config, opts: KafkaRunOptions = {}): Prom
     onCommit: (r) => afterCommit(r, { producer, consumer, codecs, cfg, commit: !replay }),
     onFenced: (topic, partition) => void edge?.reset(topic, partition),
   });
+  // a line after each commit as well as every second, so progress never lags the commit records
+  curator.stats.onCommitted = () => opts.onProgress?.(curator, lag);
   edge = new PartitionedConsumer(consumer, cfg.topic, {
     assign: async (topic, partition) => {
       const recovered = await curator.assign(topic, partition);
@@ -114,7 +117,6 @@ export async function curateKafka(cfg: Config, opts: KafkaRunOptions = {}): Prom
   };
 
   await edge.start(cfg.kafka.fromBeginning);
-  let lag: number | null = null;
   try {
     for (;;) {
       const done = await Promise.race([

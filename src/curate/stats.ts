@@ -16,6 +16,8 @@ export class Stats {
   readonly deadByReason: Record<string, number> = {};
   readonly filteredByReason: Record<string, number> = {};
   readonly shardFiles: string[] = [];
+  /** called after each commit record is counted (progress lines) */
+  onCommitted: (() => void) | null = null;
 
   seen(n: number): void {
     this.input += n;
@@ -39,6 +41,7 @@ export class Stats {
     }
     for (const [k, v] of Object.entries(r.dead_by_reason)) this.deadByReason[k] = (this.deadByReason[k] ?? 0) + v;
     for (const [k, v] of Object.entries(r.filtered_by_reason)) this.filteredByReason[k] = (this.filteredByReason[k] ?? 0) + v;
+    this.onCommitted?.();
   }
 
   restored(_topic: string, _partition: number, commits: CommitRecord[]): void {

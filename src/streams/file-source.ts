@@ -48,6 +48,16 @@ export interface FileSourceLimits {
 export interface FileSourceOptions {
   /** where JSONL `image_path` values are resolved and must stay (default: the JSONL file's directory) */
   imageRoot?: string | null;
+  /** filled in as the input is read, for progress lines */
+  meter?: InputMeter;
+}
+
+/** How much of the input has been read: bytes of JSONL and tar files, rows of Parquet metadata. */
+export interface InputMeter {
+  done: number;
+  /** 0 until the reader knows */
+  total: number;
+  unit: 'bytes' | 'rows' | 'events';
 }
 
 export type FileInputKind = 'jsonl' | 'webdataset' | 'parquet';
@@ -99,11 +109,11 @@ export function openFileSource(input: string, limits: FileSourceLimits, options:
   const imageRoot = options.imageRoot ? checkImageRoot(options.imageRoot) : null;
   switch (kind) {
     case 'jsonl':
-      return readJsonl(files[0], topic, limits, imageRoot);
+      return readJsonl(files[0], topic, limits, imageRoot, options.meter);
     case 'webdataset':
-      return readWebDataset(files, topic, limits);
+      return readWebDataset(files, topic, limits, options.meter);
     case 'parquet':
-      return readParquetMeta(files[0], topic, limits);
+      return readParquetMeta(files[0], topic, limits, options.meter);
   }
 }
 

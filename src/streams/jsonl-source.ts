@@ -25,6 +25,7 @@ import {
   type ReadableFields,
   type FileRecord,
   type FileSourceLimits,
+  type InputMeter,
 } from './file-source';
 
 type Problem = { reason: DeadReason; message: string };
@@ -93,15 +94,23 @@ function isBlank(b: Buffer): boolean {
 }
 
 /** Reads a JSONL file; see the module comment for the rules. `topic` names the input in the coordinates. */
-export async function* readJsonl(file: string, topic: string, limits: FileSourceLimits, imageRoot: string | null = null): AsyncGenerator<FileRecord> {
+export async function* readJsonl(
+  file: string,
+  topic: string,
+  limits: FileSourceLimits,
+  imageRoot: string | null = null,
+  meter?: InputMeter,
+): AsyncGenerator<FileRecord> {
   const root: ImageRoot = imageRoot
     ? { dir: imageRoot, name: `the image root ${imageRoot}` }
     : { dir: resolveRoot(file), name: "the JSONL file's directory" };
   const records = new RecordFactory(topic, limits);
   const defaultSource = path.basename(file);
   const stream = fs.createReadStream(file, { highWaterMark: 64 * 1024 });
+  if (meter) Object.assign(meter, { done: 0, total: fs.statSync(file).size, unit: 'bytes' });
   try {
     for await (const line of splitLines(stream as AsyncIterable<Buffer>, limits.maxRecordBytes)) {
+      if (meter) meter.done = Math.min(meter.total, meter.done + line.size + 1);
       if (line.oversized) {
         yield records.dead(
           'record_too_large',

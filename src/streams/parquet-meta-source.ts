@@ -16,7 +16,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { CrawlEvent } from '../records';
-import { attrString, errorMessage, idProblem, RecordFactory, type FileRecord, type FileSourceLimits } from './file-source';
+import { attrString, errorMessage, idProblem, RecordFactory, type FileRecord, type FileSourceLimits, type InputMeter } from './file-source';
 
 // parquetjs-lite ships no typings; these are the few members used here.
 interface PqField {
@@ -92,7 +92,7 @@ function pickColumn(names: string[], wanted: string[]): string | null {
 }
 
 /** Reads a Parquet metadata file; see the module comment. `topic` names the input in the coordinates. */
-export async function* readParquetMeta(file: string, topic: string, limits: FileSourceLimits): AsyncGenerator<FileRecord> {
+export async function* readParquetMeta(file: string, topic: string, limits: FileSourceLimits, meter?: InputMeter): AsyncGenerator<FileRecord> {
   installCodecShim();
   const cannot = (why: string): Error => new Error(`cannot read Parquet file ${file}: ${why}`);
   let envelope: PqEnvelopeReader;
@@ -127,6 +127,7 @@ export async function* readParquetMeta(file: string, topic: string, limits: File
     checkReadable(metadata, new Set(columns), cannot);
 
     const records = new RecordFactory(topic, limits);
+    if (meter) Object.assign(meter, { done: 0, total: metadata.row_groups.reduce((a, g) => a + Number(g.num_rows), 0), unit: 'rows' });
     let rowsRead = 0;
     for (let g = 0; g < metadata.row_groups.length; g++) {
       const group = metadata.row_groups[g];
@@ -144,12 +145,14 @@ export async function* readParquetMeta(file: string, topic: string, limits: File
         const n = Number(group.num_rows);
         const msg = `row group ${g} of ${file} cannot be decoded: ${errorMessage(err)}`;
         for (let i = 0; i < n; i++) {
+          if (meter) meter.done++;
           yield records.dead('decode_error', msg, Buffer.from(JSON.stringify({ row_group: g, row: i })));
         }
         continue;
       }
       for (const row of rows) {
         rowsRead++;
+        if (meter) meter.done++;
         yield rowRecord(row, { urlCol, captionCol, idCol, timeCol, attrCols, topic }, records, limits);
       }
     }

@@ -26,6 +26,7 @@ import {
   RecordFactory,
   type FileRecord,
   type FileSourceLimits,
+  type InputMeter,
 } from './file-source';
 
 /** Member names kept per sample for messages; a pathological sample cannot grow this without bound. */
@@ -70,22 +71,28 @@ export async function* readWebDataset(
   shards: string[],
   topic: string,
   limits: FileSourceLimits,
+  meter?: InputMeter,
 ): AsyncGenerator<FileRecord> {
   const records = new RecordFactory(topic, limits);
+  if (meter) {
+    const total = shards.reduce((a, s) => a + (fs.statSync(s, { throwIfNoEntry: false })?.size ?? 0), 0);
+    Object.assign(meter, { done: 0, total, unit: 'bytes' });
+  }
   for (const shard of shards) {
     try {
       fs.accessSync(shard, fs.constants.R_OK);
     } catch (err) {
       throw new Error(`cannot read shard ${shard}: ${(err as NodeJS.ErrnoException).code ?? errorMessage(err)}`);
     }
-    yield* readShard(shard, records, limits);
+    yield* readShard(shard, records, limits, meter);
   }
 }
 
-async function* readShard(shard: string, records: RecordFactory, limits: FileSourceLimits): AsyncGenerator<FileRecord> {
+async function* readShard(shard: string, records: RecordFactory, limits: FileSourceLimits, meter?: InputMeter): AsyncGenerator<FileRecord> {
   const shardName = path.basename(shard);
   const extract = tar.extract();
   const input = fs.createReadStream(shard);
+  if (meter) input.on('data', (chunk) => (meter.done += chunk.length));
   input.on('error', (err) => extract.destroy(err));
   input.pipe(extract);
   let sample: Sample | null = null;
