@@ -125,6 +125,11 @@ export const ConfigSchema = z
         mode: z.enum(['faithful', 'systematic']).default('faithful'),
         maxCopies: z.number().int().min(1).default(1000),
         halfLife: z.number().int().positive().nullable().default(null),
+        /** warm-up of a fresh partition: pseudo-items of frozen score statistics N(warmupMean, warmupSd²); 0: off */
+        warmup: z.number().int().min(0).default(1000),
+        /** null: the mixing weights' stats.score, else no warm-up */
+        warmupMean: z.number().nullable().default(null),
+        warmupSd: z.number().positive().nullable().default(null),
       })
       .default({}),
     output: z

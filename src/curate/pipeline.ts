@@ -95,8 +95,13 @@ export function curationChain(cfg: Config, deps: ChainDeps): Chain {
   pre.push(scoreQuality(), mix({ weights: () => deps.weights.current() }));
   if (cfg.softCap.enabled) {
     const sc = cfg.softCap;
+    // warm-up: frozen statistics of the mixed score, from the config or the mixing weights (stats.score)
+    const frozen = deps.weights.current().stats.score;
+    const mean = sc.warmupMean ?? frozen?.mean ?? null;
+    const sd = sc.warmupSd ?? frozen?.std ?? null;
+    const warmup = sc.warmup > 0 && mean !== null && sd !== null ? { mean, sd, items: sc.warmup } : null;
     stateful.push(
-      softCap({ alpha: sc.alpha, rate: sc.rate, mode: sc.mode, maxCopies: sc.maxCopies, halfLife: sc.halfLife ?? undefined, seed: cfg.seed, state: deps.state }),
+      softCap({ alpha: sc.alpha, rate: sc.rate, mode: sc.mode, maxCopies: sc.maxCopies, halfLife: sc.halfLife ?? undefined, seed: cfg.seed, state: deps.state, warmup }),
     );
   }
   if (holder && cfg.condense.enabled) {

@@ -32,7 +32,10 @@ export interface MixWeights {
   /** per score name */
   weights: Record<string, number>;
   bias: number;
-  /** frozen standardisation statistics per score name */
+  /**
+   * frozen standardisation statistics per score name; `score`, if given, is that of the mixed score
+   * itself, which soft-cap's warm-up starts a fresh stream from
+   */
   stats: Record<string, { mean: number; std: number }>;
 }
 

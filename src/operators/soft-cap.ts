@@ -27,6 +27,16 @@
  * The draw key is the event id (else the record's topic/partition/offset). Spreading the copies so two never
  * share a training batch is left to the trainer (DESIGN 7): this operator only sets the `copies` column.
  *
+ * Warm-up: a fresh stream has no history, and λ solved on its first few scores treats them unlike later ones
+ * (the first score alone gets E[copies] = r whatever it is; a small sample lacks the upper tail that sets λ,
+ * so early events get too many copies). With `warmup`, every solve also counts `items` pseudo-items of frozen
+ * statistics of the score, N(mean, sd²) (as 24-point Gauss-Hermite quadrature, exact far into the tails), so
+ * the first events are sampled with about the λ of later ones, and the stream's own scores take over as they
+ * accumulate (the pseudo-items are 1 % of the weight after 100 000 items; with a half-life they keep their
+ * weight while old items decay). The statistics must fit the scores: λ shifts one for one with the score
+ * mean, so a prior mean 1 too low gives early events e^1 times the copies. Estimating them from the stream
+ * itself does not work as a warm-up: the noise of a few scores' mean and spread moves λ as much as the cold
+ * start does. The prior is configuration, not state, so snapshots and restores stay exact.
  * The per-partition state (histogram, λ, feedback error, counters, systematic accumulator) registers as
  * `soft_cap`. Histogram bins hold integers (1 per item without decay; 1024 per item with decay, multiplied
  * by 2^(−solveEvery/halfLife) and rounded down every `solveEvery` items), stored as base64 of varints:
@@ -56,11 +66,20 @@ export interface SoftCapOptions {
   seed: number | string;
   /** histogram decay half-life in items (track drifting scores); default none (all history weighs the same) */
   halfLife?: number;
+  /** prior score distribution a fresh partition's histogram starts with (see the module comment); default none */
+  warmup?: SoftCapWarmup | null;
   /** the score sampled on; default `s.mixed?.score`, falling back to `s.scores.clip_score` */
   scoreOf?: (s: Sample) => number | null | undefined;
   state?: StateRegistry;
   /** tuning; the defaults are what the tests measure */
   tuning?: Partial<SoftCapTuning>;
+}
+
+/** `items` pseudo-items of scores distributed N(mean, sd²): frozen statistics of the score sampled on */
+export interface SoftCapWarmup {
+  mean: number;
+  sd: number;
+  items: number;
 }
 
 export interface SoftCapTuning {
@@ -96,6 +115,7 @@ export interface SoftCapConfig extends SoftCapTuning {
   maxCopies: number;
   seed: string;
   halfLife: number | null;
+  warmup: SoftCapWarmup | null;
 }
 
 export function softCapConfig(o: Omit<SoftCapOptions, 'scoreOf' | 'state'>): SoftCapConfig {
@@ -108,6 +128,7 @@ export function softCapConfig(o: Omit<SoftCapOptions, 'scoreOf' | 'state'>): Sof
     maxCopies: o.maxCopies ?? 1000,
     seed: String(o.seed),
     halfLife: o.halfLife ?? null,
+    warmup: o.warmup && o.warmup.items > 0 ? { ...o.warmup } : null,
   };
   const bad = (what: string): never => {
     throw new Error(`softCap: ${what}`);
@@ -119,6 +140,10 @@ export function softCapConfig(o: Omit<SoftCapOptions, 'scoreOf' | 'state'>): Sof
   if (c.halfLife !== null && !(c.halfLife > 0)) bad(`halfLife must be positive, got ${c.halfLife}`);
   if (!Number.isInteger(c.bins) || c.bins < 2 || !(c.max > c.min)) bad('histogram needs bins >= 2 and max > min');
   if (!Number.isInteger(c.solveEvery) || c.solveEvery < 1) bad(`solveEvery must be an integer >= 1, got ${c.solveEvery}`);
+  const w = c.warmup;
+  if (w && !(Number.isInteger(w.items) && Number.isFinite(w.mean) && w.sd > 0 && Number.isFinite(w.sd))) {
+    bad(`warmup needs a finite mean, sd > 0 and whole items, got ${JSON.stringify(w)}`);
+  }
   return c;
 }
 
@@ -223,6 +248,41 @@ export function birthProcessCount(score: number, lambda: number, alpha: number, 
 // ---------------------------------------------------------------------------------------------------
 // the bounded score histogram
 
+/**
+ * Gauss-Hermite quadrature for N(0, 1), 24 points (Numerical Recipes' gauher, rescaled): the warm-up's
+ * Gaussian enters each solve as these weighted points, exact for smooth functions far into the tails.
+ */
+const HERMITE = ((n: number): { z: number[]; p: number[] } => {
+  const x = new Array<number>(n).fill(0);
+  const w = new Array<number>(n).fill(0);
+  let z = 0;
+  for (let i = 0; i < (n + 1) >> 1; i++) {
+    if (i === 0) z = Math.sqrt(2 * n + 1) - 1.85575 * Math.pow(2 * n + 1, -0.16667);
+    else if (i === 1) z -= (1.14 * Math.pow(n, 0.426)) / z;
+    else if (i === 2) z = 1.86 * z - 0.86 * x[0];
+    else if (i === 3) z = 1.91 * z - 0.91 * x[1];
+    else z = 2 * z - x[i - 2];
+    let pp = 1;
+    for (let it = 0; it < 100; it++) {
+      let p1 = 0.7511255444649425; // π^(−1/4)
+      let p2 = 0;
+      for (let j = 0; j < n; j++) {
+        const p3 = p2;
+        p2 = p1;
+        p1 = z * Math.sqrt(2 / (j + 1)) * p2 - Math.sqrt(j / (j + 1)) * p3;
+      }
+      pp = Math.sqrt(2 * n) * p2;
+      const prev = z;
+      z = prev - p1 / pp;
+      if (Math.abs(z - prev) <= 3e-14) break;
+    }
+    x[i] = z;
+    x[n - 1 - i] = -z;
+    w[i] = w[n - 1 - i] = 2 / (pp * pp);
+  }
+  return { z: x.map((v) => v * Math.SQRT2), p: w.map((v) => v / Math.sqrt(Math.PI)) };
+})(24);
+
 /** Integer units one item adds: 1 without decay; with decay 1024, so rounding down on decay costs little. */
 const DECAYED_UNIT = 1024;
 
@@ -263,10 +323,10 @@ export class ScoreHistogram {
     return t;
   }
 
-  /** λ with the histogram's mean softplus(s + λ) = target, and d ln(mean)/dλ there; null when empty */
-  solve(target: number): { lambda: number; sensitivity: number } | null {
-    const xs: number[] = [];
-    const ws: number[] = [];
+  /** λ with the mean softplus(s + λ) = target over the histogram (plus `extra` weighted points), and d ln(mean)/dλ there; null when empty */
+  solve(target: number, extra: { xs: number[]; ws: number[] } | null = null): { lambda: number; sensitivity: number } | null {
+    const xs: number[] = extra ? [...extra.xs] : [];
+    const ws: number[] = extra ? [...extra.ws] : [];
     for (let i = 0; i < this.counts.length; i++) {
       if (this.counts[i] > 0) {
         xs.push(this.center(i));
@@ -457,7 +517,9 @@ export class SoftCapSampler {
   }
 
   private solve(): void {
-    const r = this.hist.solve(this.config.alpha * this.config.rate);
+    const w = this.config.warmup;
+    const extra = w ? { xs: HERMITE.z.map((z) => w.mean + w.sd * z), ws: HERMITE.p.map((p) => w.items * this.hist.unit * p) } : null;
+    const r = this.hist.solve(this.config.alpha * this.config.rate, extra);
     if (r) {
       this.lam = r.lambda;
       this.sens = r.sensitivity;

@@ -187,6 +187,96 @@ test('a +1 shift of the score mean halfway: the rate stays within 5 % of r in ea
 });
 
 // ---------------------------------------------------------------------------------------------------
+// warm-up: the first events of a fresh stream
+
+interface Bands {
+  sum: number[];
+  sq: number[];
+  n: number[];
+}
+const bands = (): Bands => ({ sum: new Array(10).fill(0), sq: new Array(10).fill(0), n: new Array(10).fill(0) });
+const bandMeans = (a: Bands): number[] => a.sum.map((x, i) => x / a.n[i]);
+/** standard error of each band's mean copies */
+const bandErrors = (a: Bands): number[] => a.sum.map((x, i) => Math.sqrt(Math.max(0, a.sq[i] / a.n[i] - (x / a.n[i]) ** 2) / a.n[i]));
+
+/**
+ * Copies per score band (the deciles of N(shift, 2.5²)) of the first 100 events and of the last 1000 of
+ * `streams` fresh samplers, each fed `length` Gaussian scores of mean `shift` and sd 2.5.
+ */
+function copiesByBand(warmup: SoftCapOptions['warmup'], streams: number, length: number, shift = 0): { first: Bands; later: Bands } {
+  const z = [-1.2816, -0.8416, -0.5244, -0.2533, 0, 0.2533, 0.5244, 0.8416, 1.2816].map((q) => q * SD + shift);
+  const band = (x: number): number => {
+    const b = z.findIndex((e) => x < e);
+    return b < 0 ? 9 : b;
+  };
+  const first = bands();
+  const later = bands();
+  for (let st = 0; st < streams; st++) {
+    const scores = gaussians(length, SD, rng(500 + st), () => shift);
+    const sampler = new SoftCapSampler(softCapConfig({ alpha: ALPHA, seed: 'warm', warmup }), null, `p${st}`);
+    for (let i = 0; i < length; i++) {
+      const k = sampler.next(scores[i], `s${st}-${i}`);
+      const into = i < 100 ? first : i >= length - 1000 ? later : null;
+      if (into) {
+        const b = band(scores[i]);
+        into.sum[b] += k;
+        into.sq[b] += k * k;
+        into.n[b]++;
+      }
+    }
+  }
+  return { first, later };
+}
+
+/** bands where the first events' mean copies differ from the later ones' by more than 3 standard errors (+ 2 %) */
+function mismatches(r: { first: Bands; later: Bands }): string[] {
+  const [f, l, ef, el] = [bandMeans(r.first), bandMeans(r.later), bandErrors(r.first), bandErrors(r.later)];
+  return f.flatMap((x, d) => (Math.abs(x - l[d]) <= 3 * Math.hypot(ef[d], el[d]) + 0.02 * l[d] ? [] : [`band ${d + 1}: first ${x.toFixed(3)} later ${l[d].toFixed(3)}`]));
+}
+
+const meanCopies = (a: Bands): number => sum(a.sum) / sum(a.n);
+
+test('warm-up: copies of the first 100 events of a fresh stream match those of later events', (t) => {
+  const warm = copiesByBand({ mean: 0, sd: SD, items: 1000 }, 100, 3000);
+  const shifted = copiesByBand({ mean: 4, sd: SD, items: 1000 }, 100, 3000, 4);
+  // frozen statistics that do not fit: a mean 1 too low
+  const wrong = copiesByBand({ mean: -1, sd: SD, items: 1000 }, 100, 3000);
+  const cold = copiesByBand(null, 100, 3000);
+  for (const [name, r] of [['warm', warm], ['warm, scores and statistics shifted by 4', shifted], ['statistics with a mean 1 too low', wrong], ['cold', cold]] as const) {
+    t.diagnostic(`${name}: mean copies of the first 100 events ${meanCopies(r.first).toFixed(3)}, of events 2000-2999 ${meanCopies(r.later).toFixed(3)}; by score decile:`);
+    t.diagnostic(`  first ${bandMeans(r.first).map((x) => x.toFixed(2)).join(' ')}`);
+    t.diagnostic(`  later ${bandMeans(r.later).map((x) => x.toFixed(2)).join(' ')}`);
+  }
+  for (const r of [warm, shifted]) {
+    assert.deepEqual(mismatches(r), []);
+    assert.ok(Math.abs(meanCopies(r.first) / meanCopies(r.later) - 1) <= 0.08, 'mean copies within 8 % (cold: 20 %)');
+  }
+  // without the warm-up the same comparison fails: the test sees the cold start
+  assert.ok(mismatches(cold).length >= 3, `cold start: ${mismatches(cold).join('; ')}`);
+  assert.ok(meanCopies(cold.first) / meanCopies(cold.later) - 1 > 0.1);
+  // the caveat of the module comment: statistics that do not fit make it worse than no warm-up
+  assert.ok(meanCopies(wrong.first) > meanCopies(cold.first));
+});
+
+test('warm-up: snapshot and restore stay exact; the prior is not in the state', async () => {
+  const options = { seed: 5, warmup: { mean: 0, sd: SD, items: 1000 }, halfLife: 800 };
+  const whole = copiesOf(await run(softCap({ ...options, state: new StateRegistry() }), stream(1500, 100, 21)));
+  const first = new StateRegistry();
+  const head = copiesOf(await run(softCap({ ...options, state: first }), stream(1500, 100, 21).slice(0, 6)));
+  const snapshot = JSON.parse(JSON.stringify(first.snapshot(partitionKey('t', 0)))) as Record<string, unknown>;
+  const second = new StateRegistry();
+  const op = softCap({ ...options, state: second });
+  second.restore(partitionKey('t', 0), snapshot);
+  assert.deepEqual([...head, ...copiesOf(await run(op, stream(1500, 100, 21).slice(6)))], whole);
+  // the prior is configuration: the state holds the stream's own scores only, and is the same with or without it
+  const plain = new StateRegistry();
+  await run(softCap({ seed: 5, halfLife: 800, state: plain }), stream(1500, 100, 21).slice(0, 6));
+  const h = (r: StateRegistry) => (r.snapshot(partitionKey('t', 0)).soft_cap as { h: unknown; n: number });
+  assert.deepEqual([h(first).h, h(first).n], [h(plain).h, h(plain).n]);
+  assert.throws(() => softCapConfig({ seed: 1, warmup: { mean: 0, sd: 0, items: 10 } }), /warmup/);
+});
+
+// ---------------------------------------------------------------------------------------------------
 // the pure pieces
 
 test('softplus and solveLambda', () => {
