@@ -8,6 +8,8 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import sharp from 'sharp';
 import { loadConfig } from '../../src/config/config';
+import { duckQuery, sqlQuote } from '../helpers/duckdb';
+import { ROOT } from '../helpers/cli';
 import { curateFiles } from '../../src/curate/run-files';
 import type { DeadLetter } from '../../src/records';
 
@@ -48,4 +50,23 @@ test('dead letters keep the id and URLs of a line that fails validation, at ever
   assert.deepEqual(pick(3), { reason: 'decode_error', id: 'garbage', url: page, image_url: null, ...coords });
   assert.deepEqual(pick(5), { reason: 'schema_error', id: null, url: null, image_url: null, ...coords }, 'nothing readable in broken JSON');
   assert.ok(!byOffset.has(4));
+});
+
+test('the example crawl of docs/FORMATS.md curates: three rows, no dead letters, fields carried through', async () => {
+  const out = mkdtempSync(join(tmpdir(), 'example-'));
+  const input = join(ROOT, 'examples', 'crawl.jsonl');
+  const cfg = loadConfig({ flags: { input, out, models: 'none', progress: 'off', 'softCap.enabled': false, 'fetch.enabled': false } });
+  const curator = await curateFiles(cfg);
+  assert.deepEqual([curator.stats.committedRecords, curator.stats.rows, curator.stats.dead, curator.stats.filtered], [3, 3, 0, 0]);
+  const rows = await duckQuery(
+    `SELECT id, caption_raw, width, height, image_mime, attrs['lang'] AS lang, attrs['width_hint'] AS hint, image_embedding IS NULL AS no_embedding, kept_patches IS NULL AS no_patches
+     FROM read_parquet(${sqlQuote(join(out, 'topic=crawl.jsonl', 'partition=0', '*.parquet'))}) ORDER BY source_offset`,
+  );
+  assert.deepEqual(rows.map((r) => [r.id, r.caption_raw, r.width, r.height, r.image_mime]), [
+    ['example-1', 'a red circle on a white background', 64, 64, 'image/jpeg'],
+    ['example-2', 'two blue bars', 64, 64, 'image/jpeg'],
+    ['example-3', 'a green triangle', 64, 64, 'image/jpeg'],
+  ]);
+  assert.equal(rows[1].hint, '64', 'non-string attrs are stringified');
+  assert.ok(rows.every((r) => r.lang === (r.id === 'example-3' ? null : 'en') && r.no_embedding === true && r.no_patches === true), JSON.stringify(rows));
 });
