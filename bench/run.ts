@@ -5,6 +5,7 @@
  *   kafka     Kafka-mode throughput on a backlog, and lag under a steady produce rate
  *   quality   the vision and text branches on gen data with truth, YOLOX on COCO photos
  *   sampling  noisy share of copies written: sieving against dedup + balance + soft-cap
+ *   photos    the default photo bundle on held-out real photos (needs a shared/ data directory)
  * Each prints a table and writes bench/results/<name>.json.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -12,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeGenJsonl } from '../src/gen';
 import { benchKafka } from './kafka';
+import { benchPhotos } from './photos';
 import { benchQuality } from './quality';
 import { benchSampling } from './sampling';
 import { committedEvents, runSqueeze, table, writeResult } from './lib';
@@ -75,6 +77,7 @@ async function main(): Promise<void> {
   if (all || which.includes('rss')) await rss();
   if (all || which.includes('quality')) await benchQuality();
   if (all || which.includes('sampling')) await benchSampling();
+  if (all || which.includes('photos')) await benchPhotos();
   if (all || which.includes('kafka')) {
     if (!process.env.SQUEEZE_BROKERS || !process.env.SQUEEZE_REGISTRY) {
       console.log('kafka bench skipped: start deploy/services.sh and eval "$(bash deploy/services.sh env)" first');

@@ -78,7 +78,7 @@ export async function run(argv: string[]): Promise<number> {
     case 'control':
       return (await import('./control')).controlCommand(cfg, local);
     case 'build-model':
-      return (await import('./build-model')).buildModelCommand(cfg);
+      return (await import('./build-model')).buildModelCommand(cfg, local);
     case 'report':
       return (await import('./report')).reportCommand(cfg, local);
     case 'replay': {

@@ -18,8 +18,12 @@ export const ConfigSchema = z
     /** directory JSONL image_path values are relative to and must stay inside; null: the JSONL file's directory */
     imageRoot: z.string().nullable().default(null),
     demo: z.number().int().positive().nullable().default(null),
+    /** what --demo curates: real photos when a shared/ data directory is present (auto), or always one kind */
+    demoKind: z.enum(['auto', 'photos', 'generated']).default('auto'),
     out: z.string().nullable().default(null),
     models: z.string().nullable().default(null),
+    /** a YOLOX ONNX file (classes file beside it) that adds or replaces the bundle's detector */
+    detector: z.string().nullable().default(null),
     seed: z.number().int().default(7),
     modelVersion: z.string().default('none'),
     batchSize: z.number().int().min(1).max(10_000).default(128),
@@ -96,7 +100,8 @@ export const ConfigSchema = z
     enrich: z
       .object({
         enabled: z.boolean().default(true),
-        threshold: z.number().min(0).max(1).default(0.4),
+        /** null: the bundle's calibrated threshold (calibration.enrich), else 0.4 */
+        threshold: z.number().min(0).max(1).nullable().default(null),
         maxAdded: z.number().int().min(0).default(3),
         llmUrl: z.string().url().nullable().default(null),
         llmModel: z.string().default('gpt-4o-mini'),
@@ -120,9 +125,11 @@ export const ConfigSchema = z
     softCap: z
       .object({
         enabled: z.boolean().default(true),
-        alpha: z.number().positive().default(0.15),
+        /** null: the bundle's calibrated alpha (calibration.softCap), else 0.15 */
+        alpha: z.number().positive().nullable().default(null),
         rate: z.number().positive().default(1),
-        mode: z.enum(['faithful', 'systematic']).default('faithful'),
+        /** null: the bundle's calibrated mode, else faithful */
+        mode: z.enum(['faithful', 'systematic']).nullable().default(null),
         maxCopies: z.number().int().min(1).default(1000),
         halfLife: z.number().int().positive().nullable().default(null),
         /** warm-up of a fresh partition: pseudo-items of frozen score statistics N(warmupMean, warmupSd²); 0: off */

@@ -16,6 +16,7 @@ import { decodeImage } from '../operators/decode-image';
 import { balance } from '../operators/balance';
 import { dedupExact } from '../operators/dedup-exact';
 import { dedupNear } from '../operators/dedup-near';
+import { domainWatch } from '../operators/domain-watch';
 import { embed } from '../operators/embed';
 import { enrich } from '../operators/enrich';
 import { fetchImages, type ImageFetch } from '../operators/fetch-images';
@@ -27,9 +28,13 @@ import type { StateRegistry } from '../operators/state';
 import { tag } from '../operators/tag';
 import { validateEvent } from '../operators/validate-event';
 import type { CrawlEvent } from '../records';
+import { recordDomainShare } from '../telemetry/telemetry';
 import { LlmClient } from '../text/llm-client';
 import type { BundleHolder } from './bundle-holder';
 import type { MixWeightsStore } from './mix-weights';
+
+/** enrich's threshold when neither the config nor the bundle sets one */
+export const DEFAULT_ENRICH_THRESHOLD = 0.4;
 
 export interface ChainDeps {
   decode: (bytes: Buffer) => Promise<CrawlEvent>;
@@ -38,6 +43,8 @@ export interface ChainDeps {
   /** null: run without model stages */
   bundle: BundleHolder | null;
   weights: MixWeightsStore;
+  /** hears the domain check's warnings (default: one line on stderr) */
+  onDomain?: (out: boolean, message: string) => void;
 }
 
 export interface Chain {
@@ -55,6 +62,9 @@ const compose = (stages: OperatorFunction<Batch, Batch>[]): OperatorFunction<Bat
 export function curationChain(cfg: Config, deps: ChainDeps): Chain {
   const l = cfg.limits;
   const holder = deps.bundle;
+  // the bundle's calibration sets the defaults of enrichment and soft-cap (flags and config win); a bundle
+  // swapped in later keeps the chain's values
+  const cal = holder?.current.calibration;
   const pre: OperatorFunction<Batch, Batch>[] = [
     decodeEvent({ decode: deps.decode, concurrency: 8 }),
     validateEvent({ maxCaptionChars: l.maxCaptionChars }),
@@ -90,7 +100,17 @@ export function curationChain(cfg: Config, deps: ChainDeps): Chain {
       }),
       embed({ bundle, batchSize: 32 }),
     );
-    if (cfg.tag.enabled) pre.push(tag({ bundle, threshold: cfg.tag.threshold ?? undefined, source: cfg.tag.source, rho: cfg.tag.rho }));
+    if (cfg.tag.enabled) {
+      pre.push(
+        tag({ bundle, threshold: cfg.tag.threshold ?? undefined, source: cfg.tag.source, rho: cfg.tag.rho }),
+        domainWatch({
+          domain: (batch) => holder.forBatch(batch).calibration?.domain,
+          name: (batch) => holder.forBatch(batch).version,
+          onChange: deps.onDomain ?? ((_, message) => process.stderr.write(`squeeze: warning: ${message}\n`)),
+          onShare: recordDomainShare,
+        }),
+      );
+    }
   }
   pre.push(scoreQuality(), mix({ weights: () => deps.weights.current() }));
   if (cfg.softCap.enabled) {
@@ -101,7 +121,7 @@ export function curationChain(cfg: Config, deps: ChainDeps): Chain {
     const sd = sc.warmupSd ?? frozen?.std ?? null;
     const warmup = sc.warmup > 0 && mean !== null && sd !== null ? { mean, sd, items: sc.warmup } : null;
     stateful.push(
-      softCap({ alpha: sc.alpha, rate: sc.rate, mode: sc.mode, maxCopies: sc.maxCopies, halfLife: sc.halfLife ?? undefined, seed: cfg.seed, state: deps.state, warmup }),
+      softCap({ alpha: sc.alpha ?? cal?.softCap?.alpha ?? 0.15, rate: sc.rate, mode: sc.mode ?? cal?.softCap?.mode ?? 'faithful', maxCopies: sc.maxCopies, halfLife: sc.halfLife ?? undefined, seed: cfg.seed, state: deps.state, warmup }),
     );
   }
   if (holder && cfg.condense.enabled) {
@@ -113,7 +133,7 @@ export function curationChain(cfg: Config, deps: ChainDeps): Chain {
     const llm = e.llmUrl
       ? new LlmClient({ baseUrl: e.llmUrl, model: e.llmModel, apiKey: e.llmApiKey ?? undefined, timeoutMs: e.llmTimeoutMs, concurrency: e.llmConcurrency })
       : null;
-    post.push(enrich({ threshold: e.threshold, llm, maxAdded: e.maxAdded }));
+    post.push(enrich({ threshold: e.threshold ?? cal?.enrich?.threshold ?? DEFAULT_ENRICH_THRESHOLD, llm, maxAdded: e.maxAdded }));
   }
   return { pre: compose(pre), stateful: compose(stateful), post: compose(post) };
 }

@@ -6,6 +6,8 @@
 import { basename } from 'node:path';
 import type { Config } from '../config/config';
 import { generateCrawl } from '../gen';
+import { sharedDir } from '../models/photo/data';
+import { photoDemoEvents } from './photo-demo';
 import type { CrawlEvent } from '../records';
 import { openFileSource, type FileRecord, type InputMeter } from '../streams/file-source';
 import { avroCodec, openRegistry, toCrawlEvent } from '../streams/registry-codec';
@@ -18,16 +20,19 @@ export interface FileRunOptions {
   onProgress?: (curator: Curator, input: InputMeter) => void;
 }
 
-export async function curateFiles(cfg: Config, opts: FileRunOptions = {}): Promise<Curator> {
+export async function curateFiles(given: Config, opts: FileRunOptions = {}): Promise<Curator> {
+  const demo = given.input ? null : demoSource(given);
+  const cfg = demo?.cfg ?? given;
   const topic = cfg.input ? basename(cfg.input) : 'demo';
   const codec = await avroCodec(openRegistry(cfg.registry.startsWith('mock://') ? cfg.registry : 'mock://squeeze'), topic, 'crawl-event', toCrawlEvent);
   const meter: InputMeter = cfg.input ? { done: 0, total: 0, unit: 'bytes' } : { done: 0, total: cfg.demo ?? 200, unit: 'events' };
   // open the input first: a wrong path is the user's mistake to hear about before anything loads
   const records: AsyncIterable<FileRecord> = cfg.input
     ? openFileSource(cfg.input, { maxRecordBytes: cfg.limits.maxRecordBytes, maxImageBytes: cfg.limits.maxImageBytes }, { imageRoot: cfg.imageRoot, meter })
-    : demoRecords(topic, cfg.demo ?? 200, cfg.seed);
+    : demoRecords(topic, demo!.events);
   const bundle = await openModels(cfg);
-  const curator = new Curator(cfg, { decode: codec.decode, fetch: makeFetcher(cfg), bundle, weights: openWeights(cfg) });
+  if (demo) process.stderr.write(`squeeze: demo: ${demo.what}\n`);
+  const curator = new Curator(cfg, { decode: codec.decode, fetch: makeFetcher(cfg), bundle, weights: openWeights(cfg, bundle) });
   const next = (await curator.assign(topic, 0)) ?? 0;
   const progress = (): void => opts.onProgress?.(curator, meter);
   // a line after each commit as well as every second, so progress never lags the commit records
@@ -77,9 +82,22 @@ async function toInbound(r: FileRecord, encode: (e: CrawlEvent) => Promise<Buffe
   }
 }
 
-async function* demoRecords(topic: string, n: number, seed: number): AsyncGenerator<FileRecord> {
+/**
+ * The demo's events: real photos when a shared/ data directory is present, else the generated crawl
+ * (which the photo bundle does not know: without --models the generated demo runs on builtin-shapes).
+ */
+export function demoSource(cfg: Config): { events: AsyncIterable<CrawlEvent> | Iterable<CrawlEvent>; what: string; cfg: Config } {
+  const n = cfg.demo ?? 200;
+  const shared = cfg.demoKind === 'generated' ? null : sharedDir();
+  if (!shared && cfg.demoKind === 'photos') throw new Error('--demo-kind photos needs a shared/ data directory with photos (set SQUEEZE_SHARED)');
+  if (shared) return { events: photoDemoEvents(shared, n, cfg.seed), what: `${n} real photos with human captions from ${shared}/data (a quarter with another photo's caption)`, cfg };
+  const models = cfg.models ?? 'builtin-shapes';
+  return { events: generateCrawl({ n, seed: cfg.seed }), what: `${n} generated events (no shared/ photos here; models: ${models})`, cfg: { ...cfg, models } };
+}
+
+async function* demoRecords(topic: string, events: AsyncIterable<CrawlEvent> | Iterable<CrawlEvent>): AsyncGenerator<FileRecord> {
   let offset = 0;
-  for await (const event of generateCrawl({ n, seed })) {
+  for await (const event of events) {
     yield { coord: { topic, partition: 0, offset: offset++ }, event, error: null, raw: Buffer.alloc(0) };
   }
 }

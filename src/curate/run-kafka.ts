@@ -72,7 +72,7 @@ export async function curateKafka(cfg: Config, opts: KafkaRunOptions = {}): Prom
   await consumer.connect();
 
   const bundle = await openModels(cfg);
-  const weights = openWeights(cfg);
+  const weights = openWeights(cfg, bundle);
   const control = await followControl(kafka, cfg.registry, cfg.kafka.controlTopic, (e) => applyControl(e, weights, bundle, cfg));
   await control.caughtUp;
 

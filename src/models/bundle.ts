@@ -122,6 +122,40 @@ const TagsSchema = z
   })
   .strict();
 
+/**
+ * What the bundle's builder measured on its calibration split, for the curator to use: clip_score's
+ * distribution (mixing statistics), the confidence enrichment needs, and the domain check's floor.
+ */
+const CalibrationSchema = z
+  .object({
+    clipScore: z
+      .object({ auc: z.number(), trueMean: z.number(), trueStd: z.number(), mismatchedMean: z.number(), mismatchedStd: z.number(), pairs: z.number().int() })
+      .strict()
+      .optional(),
+    enrich: z.object({ threshold: z.number().min(0).max(1), precision: z.number(), added: z.number().int() }).strict().optional(),
+    domain: z
+      .object({
+        statistic: z.literal('tag_confidence'),
+        floor: z.number(),
+        expectedShare: z.number().min(0).max(1),
+        warnShare: z.number().min(0).max(1),
+        window: positiveInt,
+      })
+      .strict()
+      .optional(),
+    mix: z
+      .object({
+        weights: z.record(z.number()),
+        stats: z.record(z.object({ mean: z.number(), std: z.number().positive() }).strict()),
+      })
+      .strict()
+      .optional(),
+    softCap: z.object({ alpha: z.number().positive(), mode: z.enum(['faithful', 'systematic']), tpr: z.number().optional(), fpr: z.number().optional() }).strict().optional(),
+  })
+  .strict();
+
+export type BundleCalibration = z.infer<typeof CalibrationSchema>;
+
 /** bundle.json. Unknown top-level keys are allowed (provenance, training notes); inside the sections they are errors. */
 export const BundleSchema = z
   .object({
@@ -131,6 +165,7 @@ export const BundleSchema = z
     text: TextSchema,
     detector: DetectorSchema.nullable().default(null),
     tags: TagsSchema.default({ vocabulary: [] }),
+    calibration: CalibrationSchema.default({}),
   })
   .passthrough();
 
@@ -460,6 +495,10 @@ export class OnnxModelBundle implements ModelBundle {
     return this.spec.tags;
   }
 
+  get calibration(): BundleCalibration {
+    return this.spec.calibration;
+  }
+
   private closed: Promise<void> | null = null;
 
   close(): Promise<void> {
@@ -482,8 +521,12 @@ export async function readBundleSpec(dir: string): Promise<BundleSpec> {
 }
 
 /** Loads a bundle: validates bundle.json, checks the files, opens the sessions and checks their inputs and outputs. */
-export async function loadBundle(dir: string, opts: { threads: number }): Promise<OnnxModelBundle> {
-  const spec = await readBundleSpec(dir);
+export async function loadBundle(dir: string, opts: { threads: number; detector?: { onnx: string; classes: string } }): Promise<OnnxModelBundle> {
+  const read = await readBundleSpec(dir);
+  // a detector given on the command line replaces the bundle's (absolute paths, the bundle's thresholds or the defaults)
+  const spec: BundleSpec = opts.detector
+    ? { ...read, detector: { kind: 'yolox', scoreThreshold: 0.35, nmsIou: 0.45, ...(read.detector ?? {}), onnx: opts.detector.onnx, classes: opts.detector.classes } }
+    : read;
   const visionFile = bundleFile(dir, spec.vision.onnx, 'vision.onnx');
   const textFile = bundleFile(dir, spec.text.onnx, 'text.onnx');
   const det = spec.detector ? { onnx: bundleFile(dir, spec.detector.onnx, 'detector.onnx'), classes: bundleFile(dir, spec.detector.classes, 'detector.classes') } : null;

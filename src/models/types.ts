@@ -66,5 +66,12 @@ export interface ModelBundle {
   readonly detector: ObjectDetector | null;
   /** class names for zero-shot tagging, with the prompt template that turns each into text */
   readonly tags: { vocabulary: string[]; prompt: string; threshold: number; confidence: 'softmax' | 'cosine' };
+  /** what the bundle's builder measured on its calibration split (absent parts: the curator's defaults) */
+  readonly calibration?: {
+    enrich?: { threshold: number };
+    domain?: { statistic: 'tag_confidence'; floor: number; expectedShare: number; warnShare: number; window: number };
+    mix?: { weights: Record<string, number>; stats: Record<string, { mean: number; std: number }> };
+    softCap?: { alpha: number; mode: 'faithful' | 'systematic' };
+  };
   close(): Promise<void>;
 }

@@ -72,7 +72,8 @@ export function enrich(options: EnrichOptions): OperatorFunction<Batch, Batch> {
 async function enrichOne(s: Sample, o: EnrichOptions, maxAdded: number): Promise<void> {
   const { text, fixes } = cleanCaption(s.caption);
   for (const f of fixes) s.flags.push(`caption_fix:${f}`);
-  const added = classesToAdd(text, s.tags, o.threshold, maxAdded);
+  // an image the domain check flagged (its bundle does not know inputs like it) gets no classes
+  const added = s.flags.includes('domain_out') ? [] : classesToAdd(text, s.tags, o.threshold, maxAdded);
   let caption = addClasses(text, added);
   if (added.length > 0 && text !== '' && o.llm) {
     const rewritten = await o.llm.rewrite(text, added);

@@ -19,10 +19,12 @@ export interface Instruments {
   committedRecords: Counter;
   shardBytes: Counter;
   lag: ObservableGauge;
+  domainOutShare: ObservableGauge;
 }
 
 let current: Instruments | null = null;
 let lagValue = 0;
+let domainShare = 0;
 const shutdowns: (() => Promise<void>)[] = [];
 
 export function startTelemetry(o: TelemetryOptions): { prometheusUrl: string | null } {
@@ -52,16 +54,23 @@ export function instruments(): Instruments {
   const meter = metrics.getMeter('squeeze');
   const lag = meter.createObservableGauge('squeeze_consumer_lag', { description: 'input records not yet in a commit record' });
   lag.addCallback((r) => r.observe(lagValue));
+  const domainOutShare = meter.createObservableGauge('squeeze_domain_out_share', { description: 'share of recent images below the model bundle\'s calibrated confidence floor (domain check)' });
+  domainOutShare.addCallback((r) => r.observe(domainShare));
   current = {
     decisions: meter.createCounter('squeeze_decisions_total', { description: 'samples dropped per stage, outcome and reason' }),
     stageSeconds: meter.createHistogram('squeeze_stage_batch_seconds', { description: 'time per batch per stage', unit: 's' }),
     committedRecords: meter.createCounter('squeeze_committed_records_total', { description: 'input records in commit records, by decision' }),
     shardBytes: meter.createCounter('squeeze_shard_bytes_total', { description: 'bytes of committed Parquet shards', unit: 'By' }),
     lag,
+    domainOutShare,
   };
   return current;
 }
 
 export function recordLag(n: number): void {
   lagValue = n;
+}
+
+export function recordDomainShare(share: number): void {
+  domainShare = share;
 }

@@ -34,7 +34,7 @@ before(async () => {
 });
 
 const args = (out: string, extra: string[] = []) => [
-  'curate', '--input', input, '--out', out, '--progress', 'off', '--batch-size', '32', ...extra,
+  'curate', '--input', input, '--out', out, '--progress', 'off', '--batch-size', '32', '--models', 'builtin-shapes', ...extra,
 ];
 const env = { SQUEEZE_TEST: '1' };
 

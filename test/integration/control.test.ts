@@ -116,7 +116,7 @@ test('a bundle version published on the control topic is swapped in between batc
   cpSync(BUILTIN, dir2, { recursive: true });
   const spec = JSON.parse(readFileSync(join(dir2, 'bundle.json'), 'utf8'));
   writeFileSync(join(dir2, 'bundle.json'), JSON.stringify({ ...spec, version: v2 }));
-  const r = await hotReload('bundle', 160, [33, 34], [], () => ['--model-version', v2, '--bundle', dir2]);
+  const r = await hotReload('bundle', 160, [33, 34], ['--models', 'builtin-shapes'], () => ['--model-version', v2, '--bundle', dir2]);
   assert.match(r.stderr, new RegExp(`model bundle ${v2} from the control topic`));
   const { before, after } = splitAt(await rowsOf(r.out, 'model_version, len(kept_patches) AS kept'), r.phase1);
   assert.ok(before.length > 40 && after.length > 40, `${before.length} rows before, ${after.length} after`);

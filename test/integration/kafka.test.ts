@@ -28,9 +28,11 @@ const service = ['--brokers', BROKERS, '--registry', REGISTRY];
  * built-in bundle, and test/curate/embedded.test.ts kills a run with the models on.
  */
 const PROTOCOL_ONLY = ['--models', 'none'];
+/** the generated crawl's own bundle (the default photo bundle does not know generated shapes) */
+const SHAPES = ['--models', 'builtin-shapes'];
 
 const curateArgs = (topic: string, out: string, group: string, extra: string[] = []) => [
-  'curate', ...service, '--topic', topic, '--group', group, '--out', out, '--drain', '--progress', 'off',
+  'curate', ...service, ...(extra.includes('--models') ? [] : SHAPES), '--topic', topic, '--group', group, '--out', out, '--drain', '--progress', 'off',
   '--idle-ms', '1000', '--shard-rows', '400', '--session-timeout-ms', '10000', ...extra,
 ];
 
@@ -133,7 +135,7 @@ describe('Kafka mode', { skip }, () => {
   test('replay of the whole topic into a fresh directory gives the same rows as the live run', async () => {
     assert.ok(e2e.audit, 'needs the live run');
     const out = join(work, 'replay-all');
-    ok(await squeeze(['replay', ...service, '--topic', e2e.topic, '--from', '0', '--out', out, '--progress', 'off', '--shard-rows', '400', '--idle-ms', '1000']));
+    ok(await squeeze(['replay', ...service, ...SHAPES, '--topic', e2e.topic, '--from', '0', '--out', out, '--progress', 'off', '--shard-rows', '400', '--idle-ms', '1000']));
     assert.deepEqual(await rowsOf(out), await rowsOf(e2e.out));
   });
 
@@ -147,7 +149,7 @@ describe('Kafka mode', { skip }, () => {
     }
     const spec = [...from].map(([p, o]) => `${p}:${o}`).join(',');
     const out = join(work, 'replay-range');
-    ok(await squeeze(['replay', ...service, '--topic', e2e.topic, '--from', spec, '--state-from', e2e.out, '--out', out, '--progress', 'off', '--idle-ms', '1000']));
+    ok(await squeeze(['replay', ...service, ...SHAPES, '--topic', e2e.topic, '--from', spec, '--state-from', e2e.out, '--out', out, '--progress', 'off', '--idle-ms', '1000']));
     const inRange = (rows: string[]) => rows.filter((r) => {
       const [p, o] = r.split('/').map(Number);
       return o >= (from.get(p) ?? 0);

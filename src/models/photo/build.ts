@@ -1,0 +1,390 @@
+/**
+ * Builds the photo bundle (the default): the real SqueezeNet 1.1 as a locked image tower with a class-
+ * activation saliency (squeezenet-tower.ts), a word-level text tower trained against it LiT-style on real
+ * human captions (lit.ts), and the real YOLOX-nano detector for tags and enrichment. Everything is
+ * calibrated on the `cal` split of the photos (data.ts) and recorded in bundle.json; the `eval` split is
+ * left for `npm run bench -- photos`.
+ *
+ * Inputs: a shared/ data directory with data/flickr8k, data/coco and models/{squeezenet_fp16,yolox_nano}.
+ * Deterministic from the seed (fixed data order, seeded draws, fixed summation order); the version is
+ * `photo-lit-1-<sha256 of the two tower files, 8 hex>`.
+ *
+ * @example
+ * await buildPhotoBundle('./models/photo', { shared: sharedDir()!, onProgress: console.log });
+ */
+import { createHash } from 'node:crypto';
+import { chmod, copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Graph } from '../onnx/graph';
+import { mentions } from '../../text/english';
+import { openSession } from '../session';
+import { WordTokenizer } from '../word-tokenizer';
+import { YoloxDetector } from '../yolox';
+import { loadPhotos, type PhotoItem } from './data';
+import { PHOTO_PREPROCESS, photoFeatures } from './features';
+import { encodeFeatures, encodeTokens, type LitParams, trainLit } from './lit';
+import { buildSqueezeNetTower, FEATURE_DIM, PHOTO_VISION_IO, SQUEEZENET } from './squeezenet-tower';
+
+export const PHOTO_MODEL_NAME = 'photo-lit-1';
+
+const NOTICE = `# The photo bundle: what is in it and under which terms
+
+- \`vision.onnx\`: the pretrained SqueezeNet 1.1 ImageNet classifier (its weights unchanged, fp16), MIT/BSD
+  licensed (\`LICENSE.squeezenet.MIT\`), wrapped in a head that Squeeze adds: masked pooling, a class-activation
+  saliency and a linear projection trained by \`squeeze build-model\`.
+- \`yolox_nano.onnx\`: the pretrained YOLOX-nano COCO detector, unchanged, Apache-2.0 (\`LICENSE.yolox.Apache-2.0\`).
+  \`coco_classes.txt\`: the 80 COCO class names in the detector's order.
+- \`text.onnx\`, \`words.json\` and the projection in \`vision.onnx\` were trained on the human captions of
+  Flickr8k (research use only: the photos and captions are not licensed for commercial use) and of MS-COCO 2017
+  (annotations CC BY 4.0). Treat the trained weights as research-use only, like their Flickr8k training data.
+  No photo or caption is stored in the bundle; the word list is the captions' vocabulary.
+`;
+export const PHOTO_TEXT_IO = { ids: 'input_ids', mask: 'attention_mask', embeds: 'text_embeds' } as const;
+
+export const PHOTO_BUILD_DEFAULTS = {
+  seed: 7,
+  steps: 400,
+  batch: 128,
+  lr: 3e-3,
+  decay: 1e-4,
+  embed: 128,
+  context: 24,
+  /** words seen at least this often in the training captions get their own id */
+  minCount: 2,
+  /** precision of added classes the enrichment threshold must reach on the cal split */
+  enrichMinPrecision: 0.92,
+  /** detections below this score are not tags at all (bundle detector.scoreThreshold) */
+  detectorScore: 0.3,
+};
+
+export interface PhotoBuildOptions {
+  shared: string;
+  seed?: number;
+  steps?: number;
+  onProgress?: (msg: string) => void;
+}
+
+export interface PhotoCalibration {
+  clipScore: { auc: number; trueMean: number; trueStd: number; mismatchedMean: number; mismatchedStd: number; pairs: number };
+  enrich: { threshold: number; precision: number; added: number };
+  domain: { statistic: 'tag_confidence'; floor: number; expectedShare: number; warnShare: number; window: number };
+  mix: { weights: Record<string, number>; stats: Record<string, { mean: number; std: number }> };
+  softCap: { alpha: number; mode: 'systematic'; tpr: number; fpr: number };
+}
+
+export interface PhotoBuildResult {
+  version: string;
+  seconds: number;
+  calibration: PhotoCalibration;
+}
+
+/** ROC AUC of positives over negatives (ties count half). */
+export function rocAuc(pos: readonly number[], neg: readonly number[]): number {
+  const all = [...pos.map((v) => [v, 1] as const), ...neg.map((v) => [v, 0] as const)].sort((a, b) => a[0] - b[0]);
+  let rankSum = 0;
+  for (let i = 0; i < all.length; ) {
+    let j = i;
+    while (j < all.length && all[j][0] === all[i][0]) j++;
+    const rank = (i + j + 1) / 2;
+    for (let k = i; k < j; k++) if (all[k][1] === 1) rankSum += rank;
+    i = j;
+  }
+  return (rankSum - (pos.length * (pos.length + 1)) / 2) / Math.max(1, pos.length * neg.length);
+}
+
+function meanStd(xs: readonly number[]): { mean: number; std: number } {
+  const mean = xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
+  const v = xs.reduce((a, b) => a + (b - mean) ** 2, 0) / Math.max(1, xs.length);
+  return { mean, std: Math.sqrt(v) };
+}
+
+const round = (x: number, d = 4) => Math.round(x * 10 ** d) / 10 ** d;
+
+/** The text tower as ONNX: ids, mask int64 [N, L] -> text_embeds [N, E] (unit rows), as lit.ts computes it. */
+export function exportLitText(p: LitParams, metadata: Record<string, string> = {}): Buffer {
+  const { vocab: V, context: L, embed: E } = p.config;
+  const g = new Graph('squeeze_photo_text');
+  const ids = g.input(PHOTO_TEXT_IO.ids, 'int64', ['N', L]);
+  const mask = g.node('Cast', [g.input(PHOTO_TEXT_IO.mask, 'int64', ['N', L])], { to: 1 });
+  const tokens = g.node('Gather', [g.initializer('txt.tok', Float32Array.from(p.tok), [V, E]), ids], { axis: 0 });
+  const bias = g.node('Gather', [g.initializer('txt.word_bias', Float32Array.from(p.wordBias), [V]), ids], { axis: 0 });
+  const penalty = g.node('Mul', [g.node('Sub', [mask, g.initializer('txt.one', [1], [])]), g.initializer('txt.penalty', [1e4], [])]);
+  const weights = g.node('Softmax', [g.node('Add', [bias, penalty])], { axis: -1 });
+  const pooled = g.node('Reshape', [g.node('MatMul', [g.node('Unsqueeze', [weights, g.ints([1])]), tokens]), g.ints([-1, E])]);
+  const sum = g.node('ReduceSum', [g.node('Mul', [pooled, pooled]), g.ints([1])], { keepdims: 1 });
+  const embeds = g.node('Div', [pooled, g.node('Add', [g.node('Sqrt', [sum]), g.initializer('txt.eps', [1e-12], [])])]);
+  g.output(embeds, 'float', ['N', E], PHOTO_TEXT_IO.embeds);
+  return g.toBytes({ model: 'squeeze photo text tower (LiT)', ...metadata });
+}
+
+function tokenize(tok: WordTokenizer, texts: string[]): { ids: Int32Array; mask: Uint8Array } {
+  const L = tok.context;
+  const ids = new Int32Array(texts.length * L);
+  const mask = new Uint8Array(texts.length * L);
+  texts.forEach((t, i) => {
+    const e = tok.encode(t);
+    ids.set(e.ids, i * L);
+    mask.set(e.mask, i * L);
+  });
+  return { ids, mask };
+}
+
+function standardiser(X: Float32Array, rows: number): { shift: Float32Array; scale: Float32Array; apply: (Y: Float32Array) => Float32Array } {
+  const D = FEATURE_DIM;
+  const mean = new Float64Array(D);
+  const sq = new Float64Array(D);
+  for (let r = 0; r < rows; r++) for (let d = 0; d < D; d++) mean[d] += X[r * D + d];
+  for (let d = 0; d < D; d++) mean[d] /= rows;
+  for (let r = 0; r < rows; r++) for (let d = 0; d < D; d++) sq[d] += (X[r * D + d] - mean[d]) ** 2;
+  const shift = Float32Array.from(mean);
+  const scale = Float32Array.from(sq, (v) => 1 / Math.sqrt(v / rows + 1e-6));
+  const apply = (Y: Float32Array) => Float32Array.from(Y, (v, i) => (v - shift[i % D]) * scale[i % D]);
+  return { shift, scale, apply };
+}
+
+/** Cosines of row i of A and row i of B, [n, E] each. */
+function rowCosines(A: Float32Array, B: Float32Array, n: number, E: number): number[] {
+  return Array.from({ length: n }, (_, i) => {
+    let s = 0;
+    for (let e = 0; e < E; e++) s += A[i * E + e] * B[i * E + e];
+    return s;
+  });
+}
+
+/**
+ * The lowest detection score at which the classes enrichment would add are right (named by one of the
+ * photo's own human captions) at least `minPrecision` of the time, over the candidate scores.
+ */
+export function calibrateEnrichThreshold(added: { score: number; right: boolean }[], minPrecision: number, floor: number): { threshold: number; precision: number; added: number } {
+  const sorted = [...added].sort((a, b) => b.score - a.score);
+  let right = 0;
+  let best = { threshold: 1, precision: 1, added: 0 };
+  for (let i = 0; i < sorted.length; i++) {
+    if (sorted[i].right) right++;
+    const next = sorted[i + 1]?.score ?? -1;
+    if (next === sorted[i].score) continue;
+    const precision = right / (i + 1);
+    if (precision >= minPrecision && sorted[i].score >= floor) best = { threshold: sorted[i].score, precision, added: i + 1 };
+  }
+  return { threshold: round(best.threshold, 3), precision: round(best.precision), added: best.added };
+}
+
+/** The official COCO 2017 names for the VOC-style ones some YOLOX class files use (same order, same classes). */
+const COCO_NAMES: Record<string, string> = { motorbike: 'motorcycle', aeroplane: 'airplane', sofa: 'couch', pottedplant: 'potted plant', diningtable: 'dining table', tvmonitor: 'tv' };
+export const cocoNames = (classes: string[]): string[] => classes.map((c) => COCO_NAMES[c] ?? c);
+
+const softplus = (x: number) => (x > 0 ? x + Math.log1p(Math.exp(-x)) : Math.log1p(Math.exp(x)));
+
+/**
+ * Picks the clip_score weight and the soft-cap alpha (systematic draws) on the cal split: true pairs
+ * and mismatched ones in the proportion `trueShare`, mixed score w * (x - mean) / std, lambda solved so
+ * the copies per input are `rate` (the fluid limit softplus(s + lambda) / alpha), and a pair counted as
+ * kept with probability min(1, expected copies). The choice keeps the most true pairs while at most
+ * `maxFpr` of the mismatched keep a copy (the fewest mismatched when none does).
+ */
+export function tuneSoftCap(pos: readonly number[], neg: readonly number[], stat: { mean: number; std: number }, o: { trueShare: number; rate: number; maxFpr: number }): { weight: number; alpha: number; tpr: number; fpr: number } {
+  let best: { weight: number; alpha: number; tpr: number; fpr: number } | null = null;
+  let fallback: { weight: number; alpha: number; tpr: number; fpr: number } | null = null;
+  const wPos = o.trueShare / pos.length;
+  const wNeg = (1 - o.trueShare) / neg.length;
+  for (const weight of [1, 1.5, 2, 3, 4]) {
+    const zp = pos.map((x) => (weight * (x - stat.mean)) / stat.std);
+    const zn = neg.map((x) => (weight * (x - stat.mean)) / stat.std);
+    for (const alpha of [0.15, 0.25, 0.5, 1, 2]) {
+      const mean = (lambda: number) => (zp.reduce((a, s) => a + softplus(s + lambda), 0) * wPos + zn.reduce((a, s) => a + softplus(s + lambda), 0) * wNeg) / alpha;
+      let lo = -60;
+      let hi = 60;
+      for (let k = 0; k < 80; k++) {
+        const mid = (lo + hi) / 2;
+        if (mean(mid) > o.rate) hi = mid;
+        else lo = mid;
+      }
+      const lambda = (lo + hi) / 2;
+      const kept = (zs: number[]) => zs.reduce((a, s) => a + Math.min(1, softplus(s + lambda) / alpha), 0) / zs.length;
+      const r = { weight, alpha, tpr: round(kept(zp)), fpr: round(kept(zn)) };
+      if (r.fpr <= o.maxFpr && (!best || r.tpr > best.tpr)) best = r;
+      if (!fallback || r.fpr < fallback.fpr) fallback = r;
+    }
+  }
+  return best ?? fallback!;
+}
+
+export async function buildPhotoBundle(outDir: string, opts: PhotoBuildOptions): Promise<PhotoBuildResult> {
+  const started = process.hrtime.bigint();
+  const o = { ...PHOTO_BUILD_DEFAULTS, seed: opts.seed ?? PHOTO_BUILD_DEFAULTS.seed, steps: opts.steps ?? PHOTO_BUILD_DEFAULTS.steps };
+  const say = (msg: string) => opts.onProgress?.(`[${(Number(process.hrtime.bigint() - started) / 1e9).toFixed(1)} s] ${msg}`);
+  const squeezenetPath = join(opts.shared, 'models', 'squeezenet_fp16', 'SqueezeNet_fp16.onnx');
+  const yoloxDir = join(opts.shared, 'models', 'yolox_nano');
+  const photos = loadPhotos(opts.shared);
+  const train = photos.filter((p) => p.split === 'train');
+  const cal = photos.filter((p) => p.split === 'cal');
+  if (train.length < 100 || cal.length < 50) throw new Error(`build-model: too few photos under ${opts.shared}/data (train ${train.length}, cal ${cal.length})`);
+  const squeezenet = await readFile(squeezenetPath);
+
+  say(`locked SqueezeNet features of ${train.length} training photos (and their mirror images) and ${cal.length} calibration photos`);
+  const featureSession = await openSession(buildSqueezeNetTower(squeezenet, null), { threads: 2 });
+  const trainF = await photoFeatures(featureSession, train.map((p) => p.path), 2);
+  const calF = await photoFeatures(featureSession, cal.map((p) => p.path), 1);
+  await featureSession.release();
+
+  // vocabulary of the training captions, most frequent first (ties by spelling); 0 pad, 1 unknown
+  const counts = new Map<string, number>();
+  for (const p of train) for (const c of p.captions) for (const w of WordTokenizer.words(c)) counts.set(w, (counts.get(w) ?? 0) + 1);
+  const words = [...counts].filter(([, c]) => c >= o.minCount).sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1)).map(([w]) => w);
+  const vocab: Record<string, number> = {};
+  words.forEach((w, i) => (vocab[w] = i + 2));
+  const tokenizer = new WordTokenizer(vocab, o.context);
+
+  const std = standardiser(trainF.X, train.length * 2);
+  const captions = train.flatMap((p, i) => p.captions.map((c) => ({ c, i })));
+  const tok = tokenize(tokenizer, captions.map((x) => x.c));
+  say(`training the text tower and image projection (LiT): ${words.length} words, ${captions.length} captions, ${o.steps} steps`);
+  const config = { vocab: words.length + 2, context: o.context, feature: FEATURE_DIM, embed: o.embed };
+  const params = trainLit(
+    config,
+    { X: std.apply(trainF.X), images: train.length, views: 2, ids: tok.ids, mask: tok.mask, captionImage: Int32Array.from(captions.map((x) => x.i)) },
+    { seed: o.seed, steps: o.steps, batch: o.batch, lr: o.lr, decay: o.decay, onStep: (s, loss, acc) => (s % 100 === 99 ? say(`step ${s + 1}/${o.steps}: loss ${loss.toFixed(3)}, batch top-1 ${acc.toFixed(3)}`) : undefined) },
+  );
+
+  // clip_score on the cal split: every caption of a photo against it, and a caption of another photo
+  say('calibrating clip_score, enrichment and the domain check on the cal split');
+  const E = o.embed;
+  const pairImages: number[] = [];
+  const trueTexts: string[] = [];
+  const otherTexts: string[] = [];
+  cal.forEach((p, i) => {
+    p.captions.forEach((c, k) => {
+      pairImages.push(i);
+      trueTexts.push(c);
+      const other = cal[(i + 1 + ((k * 7919 + i) % (cal.length - 1))) % cal.length];
+      otherTexts.push(other.captions[k % other.captions.length]);
+    });
+  });
+  const imgEmb = encodeFeatures(params, std.apply(calF.X), cal.length);
+  const pairEmb = new Float32Array(pairImages.length * E);
+  pairImages.forEach((img, r) => pairEmb.set(imgEmb.subarray(img * E, (img + 1) * E), r * E));
+  const enc = (texts: string[]) => {
+    const t = tokenize(tokenizer, texts);
+    return encodeTokens(params, t.ids, t.mask, texts.length);
+  };
+  const pos = rowCosines(pairEmb, enc(trueTexts), pairImages.length, E);
+  const neg = rowCosines(pairEmb, enc(otherTexts), pairImages.length, E);
+  const auc = rocAuc(pos, neg);
+  const t = meanStd(pos);
+  const m = meanStd(neg);
+
+  // the detector on the cal photos: which classes would enrichment add to a caption of another photo,
+  // and are they right (named by one of the photo's own captions)?
+  const detector = await YoloxDetector.load(join(yoloxDir, 'yolox_nano.onnx'), join(yoloxDir, 'coco_classes.txt'), { scoreThreshold: o.detectorScore, nmsIou: 0.45, threads: 2 });
+  const added: { score: number; right: boolean }[] = [];
+  const topScores: number[] = [];
+  for (let i = 0; i < cal.length; i++) {
+    const [dets] = await detector.detect([await readFile(cal[i].path)]);
+    const best = new Map<string, number>();
+    for (const d of dets) {
+      const label = cocoNames([d.label])[0];
+      best.set(label, Math.max(best.get(label) ?? 0, d.score));
+    }
+    topScores.push(Math.max(0, ...best.values()));
+    const other = cal[(i + 1) % cal.length].captions[0];
+    for (const [label, score] of best) {
+      if (mentions(other, label)) continue;
+      added.push({ score, right: cal[i].captions.some((c) => mentions(c, label)) });
+    }
+  }
+  await detector.close();
+  const enrich = calibrateEnrichThreshold(added, o.enrichMinPrecision, o.detectorScore);
+  // domain floor: the best tag confidence that 90% of the cal photos reach; the warning when 30 points more
+  // of a stream's images than that fall short of it
+  const sortedTop = [...topScores].sort((x, y) => x - y);
+  const floor = Math.max(o.detectorScore, Math.floor(sortedTop[Math.floor(0.1 * sortedTop.length)] * 100) / 100);
+  const expectedShare = topScores.filter((s) => s < floor).length / topScores.length;
+  const domain = { statistic: 'tag_confidence' as const, floor, expectedShare: round(expectedShare, 3), warnShare: round(Math.min(0.95, expectedShare + 0.3), 3), window: 200 };
+  // mixing: clip_score standardised with the centre of the two groups and their pooled spread; its weight
+  // and the soft-cap alpha tuned on cal for a crawl where a quarter of the pairs are right
+  const pooledStd = Math.sqrt((t.std ** 2 + m.std ** 2) / 2);
+  const clipStat = { mean: round((t.mean + m.mean) / 2), std: round(pooledStd) };
+  const tuned = tuneSoftCap(pos, neg, clipStat, { trueShare: 0.25, rate: 1, maxFpr: 0.2 });
+  const mixing = {
+    weights: { clip_score: tuned.weight, caption_quality: 0.25, image_quality: 0.25 },
+    stats: {
+      clip_score: clipStat,
+      caption_quality: { mean: 0.6, std: 0.3 },
+      image_quality: { mean: 0.5, std: 0.15 },
+    },
+  };
+  const calibration: PhotoCalibration = {
+    clipScore: { auc: round(auc), trueMean: round(t.mean), trueStd: round(t.std), mismatchedMean: round(m.mean), mismatchedStd: round(m.std), pairs: pos.length },
+    enrich,
+    domain,
+    mix: mixing,
+    softCap: { alpha: tuned.alpha, mode: 'systematic', tpr: tuned.tpr, fpr: tuned.fpr },
+  };
+  say(`cal: soft-cap alpha ${tuned.alpha}, clip_score weight ${tuned.weight}: ${tuned.tpr} of true pairs and ${tuned.fpr} of mismatched keep a copy (fluid limit, a quarter true)`);
+  say(`cal: clip_score AUC ${auc.toFixed(3)} (true ${t.mean.toFixed(3)}, mismatched ${m.mean.toFixed(3)}); enrich threshold ${enrich.threshold} (precision ${enrich.precision} on ${enrich.added} added classes); ${(expectedShare * 100).toFixed(1)}% of photos without a detection >= ${floor}`);
+
+  const meta = { version: PHOTO_MODEL_NAME, seed: String(o.seed) };
+  const vision = buildSqueezeNetTower(squeezenet, { shift: std.shift, scale: std.scale, weight: params.weight, bias: params.bias, embed: E }, meta);
+  const text = exportLitText(params, meta);
+  const version = `${PHOTO_MODEL_NAME}-${createHash('sha256').update(vision).update(text).digest('hex').slice(0, 8)}`;
+  const classes = cocoNames((await readFile(join(yoloxDir, 'coco_classes.txt'), 'utf8')).split('\n').map((l) => l.trim()).filter(Boolean));
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  const bundle = {
+    format: 'squeeze-bundle/1',
+    version,
+    vision: {
+      onnx: 'vision.onnx',
+      kind: 'attention-pool',
+      preprocess: PHOTO_PREPROCESS,
+      grid: { rows: SQUEEZENET.grid, cols: SQUEEZENET.grid },
+      inputs: { pixels: PHOTO_VISION_IO.pixels, mask: PHOTO_VISION_IO.mask },
+      outputs: { embeds: PHOTO_VISION_IO.embeds, attention: PHOTO_VISION_IO.attention },
+    },
+    text: {
+      onnx: 'text.onnx',
+      tokenizer: { kind: 'words', vocab: 'words.json', context: o.context },
+      inputs: { ids: PHOTO_TEXT_IO.ids, mask: PHOTO_TEXT_IO.mask },
+      outputs: { embeds: PHOTO_TEXT_IO.embeds },
+    },
+    detector: { kind: 'yolox', onnx: 'yolox_nano.onnx', classes: 'coco_classes.txt', scoreThreshold: o.detectorScore, nmsIou: 0.45 },
+    tags: { vocabulary: classes, prompt: 'a photo of a {}', threshold: o.detectorScore, confidence: 'softmax' },
+    calibration,
+    training: {
+      seed: o.seed,
+      steps: o.steps,
+      batch: o.batch,
+      lr: o.lr,
+      embed: E,
+      words: words.length,
+      photos: { train: train.length, cal: cal.length, eval: photos.filter((p) => p.split === 'eval').length },
+      captions: captions.length,
+      data: 'Flickr8k (research use only) and MS-COCO 2017 captions (CC BY 4.0); photos split by image (data.ts photoSplit)',
+      seconds: Math.round(seconds * 10) / 10,
+    },
+    licenses: {
+      'vision.onnx': 'contains the SqueezeNet 1.1 weights (MIT/BSD, LICENSE.squeezenet.MIT); head trained on Flickr8k + COCO captions',
+      'yolox_nano.onnx': 'YOLOX-nano (Apache-2.0, LICENSE.yolox.Apache-2.0)',
+      'text.onnx': 'trained on Flickr8k and COCO captions: research use only (Flickr8k terms)',
+    },
+  };
+  await mkdir(outDir, { recursive: true });
+  await writeFile(join(outDir, 'vision.onnx'), vision);
+  await writeFile(join(outDir, 'text.onnx'), text);
+  await writeFile(join(outDir, 'words.json'), JSON.stringify(vocab) + '\n');
+  await writeFile(join(outDir, 'coco_classes.txt'), classes.join('\n') + '\n');
+  const copies: [string, string][] = [
+    [join(yoloxDir, 'yolox_nano.onnx'), 'yolox_nano.onnx'],
+    [join(yoloxDir, 'LICENSE.Apache-2.0'), 'LICENSE.yolox.Apache-2.0'],
+    [join(opts.shared, 'models', 'squeezenet_fp16', 'LICENSE.MIT'), 'LICENSE.squeezenet.MIT'],
+  ];
+  for (const [from, name] of copies) {
+    await copyFile(from, join(outDir, name));
+    await chmod(join(outDir, name), 0o644);
+  }
+  await writeFile(join(outDir, 'NOTICE.md'), NOTICE);
+  await writeFile(join(outDir, 'bundle.json'), JSON.stringify(bundle, null, 2) + '\n');
+  say(`wrote ${version} to ${outDir} in ${seconds.toFixed(1)} s`);
+  return { version, seconds, calibration };
+}
+
+export type { PhotoItem };
