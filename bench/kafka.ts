@@ -41,7 +41,7 @@ export async function benchKafka(): Promise<void> {
   const backlog = `bench.backlog.${id}`;
   const prod = await runSqueeze(['produce', ...service, '--topic', backlog, '--input', input]);
   if (prod.code !== 0) throw new Error(prod.stderr);
-  const cur = await runSqueeze(['curate', ...service, '--topic', backlog, '--group', `bench-${id}`, '--out', join(dir, 'backlog'), '--drain', '--idle-ms', '1000']);
+  const cur = await runSqueeze(['curate', ...service, '--models', process.env.BENCH_MODELS ?? 'builtin-shapes', '--topic', backlog, '--group', `bench-${id}`, '--out', join(dir, 'backlog'), '--drain', '--idle-ms', '1000']);
   if (cur.code !== 0) throw new Error(cur.stderr);
   const events = committedEvents(cur.stdout);
   const rate = events / cur.seconds;
@@ -61,7 +61,7 @@ export async function benchKafka(): Promise<void> {
   await producer.connect();
   let curator: import('node:child_process').ChildProcess | null = null;
   const curating = runSqueeze(
-    ['curate', ...service, '--topic', steady, '--group', group, '--out', join(dir, 'steady'), '--idle-ms', '1000', '--shard-rows', '200'],
+    ['curate', ...service, '--models', process.env.BENCH_MODELS ?? 'builtin-shapes', '--topic', steady, '--group', group, '--out', join(dir, 'steady'), '--idle-ms', '1000', '--shard-rows', '200'],
     {},
     undefined,
     (c) => (curator = c),

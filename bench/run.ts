@@ -18,8 +18,11 @@ import { benchQuality } from './quality';
 import { benchSampling } from './sampling';
 import { committedEvents, runSqueeze, table, writeResult } from './lib';
 
-/** BENCH_MODELS=none measures the chain without model stages; default: the built-in bundle. */
-const modelArgs = (): string[] => (process.env.BENCH_MODELS ? ['--models', process.env.BENCH_MODELS] : []);
+/**
+ * These benches curate generated events, so they run the bundle that knows them (builtin-shapes) unless
+ * BENCH_MODELS names another (none: the chain without model stages; photo: the default photo bundle).
+ */
+const modelArgs = (): string[] => ['--models', process.env.BENCH_MODELS ?? 'builtin-shapes'];
 
 async function embedded(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'bench-emb-'));
@@ -37,7 +40,7 @@ async function embedded(): Promise<void> {
     rows.push({ batch_size: batch, events, seconds: r.seconds.toFixed(1), events_per_s: (events / r.seconds).toFixed(0), peak_rss_mb: r.peakRssMb });
   }
   table(`Embedded curate, ${n} generated events from JSONL (generation took ${genSeconds.toFixed(1)} s, ${(n / genSeconds).toFixed(0)} events/s)`, rows);
-  console.log(`-> ${writeResult(`embedded${process.env.BENCH_MODELS ? `-models-${process.env.BENCH_MODELS}` : ''}`, { events: n, genSeconds, models: process.env.BENCH_MODELS ?? 'builtin', runs: rows })}`);
+  console.log(`-> ${writeResult(`embedded${process.env.BENCH_MODELS ? `-models-${process.env.BENCH_MODELS}` : ''}`, { events: n, genSeconds, models: process.env.BENCH_MODELS ?? 'builtin-shapes', runs: rows })}`);
   rmSync(dir, { recursive: true, force: true });
 }
 
@@ -65,7 +68,7 @@ async function rss(): Promise<void> {
     rmSync(dir, { recursive: true, force: true });
   }
   table('Peak RSS of `squeeze curate --demo N` (generation and curation in one process)', rows);
-  console.log(`-> ${writeResult(`rss${process.env.BENCH_MODELS ? `-models-${process.env.BENCH_MODELS}` : ''}`, { models: process.env.BENCH_MODELS ?? 'builtin', runs: rows, rssSeriesMbEvery5s: series })}`);
+  console.log(`-> ${writeResult(`rss${process.env.BENCH_MODELS ? `-models-${process.env.BENCH_MODELS}` : ''}`, { models: process.env.BENCH_MODELS ?? 'builtin-shapes', runs: rows, rssSeriesMbEvery5s: series })}`);
 }
 
 const mean = (xs: number[]) => (xs.length ? Math.round(xs.reduce((a, b) => a + b, 0) / xs.length) : 0);

@@ -36,7 +36,7 @@ export const FLAGS: FlagSpec[] = [
   { name: 'no-condense', path: '@no-condense', type: 'boolean', help: 'skip token condensation', commands: CURATE },
   { name: 'no-tag', path: '@no-tag', type: 'boolean', help: 'skip tagging', commands: CURATE },
   { name: 'tag-threshold', path: 'tag.threshold', type: 'string', arg: 'T', help: 'confidence a tag needs (default: the bundle\'s)', commands: CURATE },
-  { name: 'enrich-threshold', path: 'enrich.threshold', type: 'string', arg: 'T', help: 'confidence a tag needs before enrich names it in the caption (default: the bundle\'s calibrated threshold, 0.85 for photo; else 0.4)', commands: CURATE },
+  { name: 'enrich-threshold', path: 'enrich.threshold', type: 'string', arg: 'T', help: 'confidence a tag needs before enrich names it in the caption (default: the bundle\'s calibrated threshold, 0.853 for photo; else 0.4)', commands: CURATE },
   { name: 'no-enrich', path: '@no-enrich', type: 'boolean', help: 'keep captions as crawled', commands: CURATE },
   { name: 'llm-url', path: 'enrich.llmUrl', type: 'string', arg: 'URL', help: 'OpenAI-compatible endpoint that rewrites captions (key in SQUEEZE_LLM_API_KEY)', commands: CURATE },
   { name: 'llm-model', path: 'enrich.llmModel', type: 'string', arg: 'NAME', help: 'model name sent to --llm-url', commands: CURATE },

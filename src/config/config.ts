@@ -75,6 +75,8 @@ export const ConfigSchema = z
         nearMaxBits: z.number().int().min(0).max(64).default(10),
         nearEps: z.number().min(0).max(2).default(0.08),
         nearMemory: z.number().int().min(1).default(5000),
+        /** colour-thumbnail distance that confirms a near duplicate; null: the bundle's calibrated one, else 2.5 */
+        nearThumbDistance: z.number().positive().nullable().default(null),
       })
       .default({}),
     tag: z

@@ -84,7 +84,10 @@ export function curationChain(cfg: Config, deps: ChainDeps): Chain {
   if (cfg.dedup.exact) stateful.push(dedupExact({ memory: cfg.dedup.memory, state: deps.state }));
   if (cfg.dedup.near) {
     const d = cfg.dedup;
-    stateful.push(dedupNear({ maxBits: d.nearMaxBits, eps: d.nearEps, memory: d.nearMemory, useEmbeddings: holder !== null, state: deps.state }));
+    // the bundle's calibration says whether its embedding can confirm near duplicates (else thumbnails do)
+    const useEmbeddings = holder !== null && cal?.dedup?.confirm !== 'thumbnails';
+    const maxThumbDistance = d.nearThumbDistance ?? cal?.dedup?.maxThumbDistance ?? undefined;
+    stateful.push(dedupNear({ maxBits: d.nearMaxBits, eps: d.nearEps, memory: d.nearMemory, useEmbeddings, maxThumbDistance, state: deps.state }));
   }
   if (cfg.balance.enabled) {
     const vocabulary = holder?.current.tags.vocabulary ?? [];

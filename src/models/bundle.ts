@@ -151,6 +151,17 @@ const CalibrationSchema = z
       .strict()
       .optional(),
     softCap: z.object({ alpha: z.number().positive(), mode: z.enum(['faithful', 'systematic']), tpr: z.number().optional(), fpr: z.number().optional() }).strict().optional(),
+    dedup: z
+      .object({
+        confirm: z.enum(['embeddings', 'thumbnails']),
+        eps: z.number().min(0).max(2),
+        embeddingRecall: z.number().optional(),
+        distinctMaxCosine: z.number().optional(),
+        maxThumbDistance: z.number().positive().optional(),
+        thumbRecall: z.number().optional(),
+      })
+      .strict()
+      .optional(),
   })
   .strict();
 

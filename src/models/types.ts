@@ -72,6 +72,8 @@ export interface ModelBundle {
     domain?: { statistic: 'tag_confidence'; floor: number; expectedShare: number; warnShare: number; window: number };
     mix?: { weights: Record<string, number>; stats: Record<string, { mean: number; std: number }> };
     softCap?: { alpha: number; mode: 'faithful' | 'systematic' };
+    /** how near duplicates are confirmed with this bundle's embeddings (thumbnails: the embedding is not stable enough) */
+    dedup?: { confirm: 'embeddings' | 'thumbnails'; eps: number; maxThumbDistance?: number };
   };
   close(): Promise<void>;
 }

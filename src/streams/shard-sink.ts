@@ -75,10 +75,23 @@ export class ShardSink {
     const versions = [...new Set(samples.map((s) => s.modelVersion).filter((v): v is string => typeof v === 'string' && v.length > 0))];
     const modelVersion = versions.length > 0 ? versions.join(',') : this.o.modelVersion;
     const range = `${pad(start)}-${pad(end)}`;
+    // A temporary (or its directory) that vanishes while we write or place it was removed by a curator that
+    // was assigned this partition and recovered it: this one is a zombie for it and re-syncs, as when it
+    // loses the commit race. Files it placed already may carry the new owner's names; the next recovery
+    // removes them unless a commit record names them.
+    const owned = async <T>(step: () => Promise<T>): Promise<T> => {
+      try {
+        return await step();
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new FencedError(topic, partition, start);
+        throw e;
+      }
+    };
+
     const placed: string[] = [];
     const place = async (tmp: string, dir: string, name: string): Promise<string> => {
       const final = join(dir, name);
-      await fs.rename(tmp, final);
+      await owned(() => fs.rename(tmp, final));
       placed.push(final);
       return relative(this.o.out, final);
     };
@@ -88,15 +101,15 @@ export class ShardSink {
     if (rows.length > 0) {
       await fs.mkdir(paths.shards, { recursive: true });
       const tmp = join(paths.shards, `.tmp-${range}-${process.pid}-${Math.random().toString(36).slice(2)}.parquet`);
-      shardBytes = (await writeRowsParquet(tmp, rows, { compression: this.o.compression })).bytes;
+      shardBytes = (await owned(() => writeRowsParquet(tmp, rows, { compression: this.o.compression }))).bytes;
       shard = await place(tmp, paths.shards, `${range}.parquet`);
     }
     let deadLetters: string | null = null;
     if (dead.length > 0) {
-      const tmp = await writeTemp(paths.dlq, range, dead.map((d) => JSON.stringify(d)).join('\n') + '\n');
+      const tmp = await owned(() => writeTemp(paths.dlq, range, dead.map((d) => JSON.stringify(d)).join('\n') + '\n'));
       deadLetters = await place(tmp, paths.dlq, `${range}.jsonl`);
     }
-    const stateTmp = await writeTemp(paths.state, range, gzipSync(JSON.stringify(chunk.state)));
+    const stateTmp = await owned(() => writeTemp(paths.state, range, gzipSync(JSON.stringify(chunk.state))));
     const state = await place(stateTmp, paths.state, `${pad(start)}.json.gz`);
 
     const record: CommitRecord = {

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, promises as fsp, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -85,4 +85,24 @@ test('a chunk with no kept rows still commits its range with no shard file', asy
   assert.equal(res.manifest, null);
   assert.equal(res.record.rows + res.record.dead + res.record.filtered, 3);
   assert.equal((await recoverPartition(out, 'crawl', 0)).nextOffset, 3);
+});
+
+test('a temporary removed by the new owner\'s recovery fences the commit instead of failing the curator', async () => {
+  const out = mkdtempSync(join(tmpdir(), 'sink-'));
+  // a second curator assigned the partition recovers it between our write and our rename of the dead letters
+  const rename = fsp.rename;
+  fsp.rename = async (from, to) => {
+    if (String(from).includes(`${join('_dlq', 'topic=crawl')}`)) await recoverPartition(out, 'crawl', 0);
+    return rename(from, to);
+  };
+  try {
+    await assert.rejects(sinkAt(out).commit(chunk(0, 5)), (e: Error) => e instanceof FencedError);
+  } finally {
+    fsp.rename = rename;
+  }
+  assert.deepEqual(await readCommits(out, 'crawl', 0), [], 'no commit record for the lost range');
+  // the partition's next owner commits the range as if nothing had happened
+  const res = await sinkAt(out).commit(chunk(0, 5));
+  assert.equal(res.record.end_offset, 4);
+  assert.equal((await recoverPartition(out, 'crawl', 0)).nextOffset, 5);
 });

@@ -15,6 +15,11 @@
 import { createHash } from 'node:crypto';
 import { chmod, copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { firstValueFrom, from, toArray } from 'rxjs';
+import sharp from 'sharp';
+import { decodeImage } from '../../operators/decode-image';
+import { dedupNear } from '../../operators/dedup-near';
+import { type Batch, newSample } from '../../operators/sample';
 import { Graph } from '../onnx/graph';
 import { mentions } from '../../text/english';
 import { openSession } from '../session';
@@ -51,8 +56,8 @@ export const PHOTO_BUILD_DEFAULTS = {
   context: 24,
   /** words seen at least this often in the training captions get their own id */
   minCount: 2,
-  /** precision of added classes the enrichment threshold must reach on the cal split */
-  enrichMinPrecision: 0.92,
+  /** precision of added classes the enrichment threshold must reach on the cal split (Wilson lower bound, z = 1) */
+  enrichMinPrecision: 0.9,
   /** detections below this score are not tags at all (bundle detector.scoreThreshold) */
   detectorScore: 0.3,
 };
@@ -70,6 +75,7 @@ export interface PhotoCalibration {
   domain: { statistic: 'tag_confidence'; floor: number; expectedShare: number; warnShare: number; window: number };
   mix: { weights: Record<string, number>; stats: Record<string, { mean: number; std: number }> };
   softCap: { alpha: number; mode: 'systematic'; tpr: number; fpr: number };
+  dedup: { confirm: 'embeddings' | 'thumbnails'; eps: number; embeddingRecall: number; distinctMaxCosine: number; maxThumbDistance: number; thumbRecall: number };
 }
 
 export interface PhotoBuildResult {
@@ -151,11 +157,21 @@ function rowCosines(A: Float32Array, B: Float32Array, n: number, E: number): num
   });
 }
 
+/** Wilson score lower bound of a proportion `right / n` at `z` standard errors. */
+export function wilsonLower(right: number, n: number, z: number): number {
+  if (n === 0) return 0;
+  const p = right / n;
+  const z2 = z * z;
+  return (p + z2 / (2 * n) - z * Math.sqrt((p * (1 - p)) / n + z2 / (4 * n * n))) / (1 + z2 / n);
+}
+
 /**
  * The lowest detection score at which the classes enrichment would add are right (named by one of the
- * photo's own human captions) at least `minPrecision` of the time, over the candidate scores.
+ * photo's own human captions) at least `minPrecision` of the time, over the candidate scores. With `z` > 0
+ * the Wilson lower bound at z standard errors must reach it (a small calibration split measures precision
+ * only roughly; z = 1 asks for about one standard error of margin).
  */
-export function calibrateEnrichThreshold(added: { score: number; right: boolean }[], minPrecision: number, floor: number): { threshold: number; precision: number; added: number } {
+export function calibrateEnrichThreshold(added: { score: number; right: boolean }[], minPrecision: number, floor: number, z = 0): { threshold: number; precision: number; added: number } {
   const sorted = [...added].sort((a, b) => b.score - a.score);
   let right = 0;
   let best = { threshold: 1, precision: 1, added: 0 };
@@ -164,7 +180,7 @@ export function calibrateEnrichThreshold(added: { score: number; right: boolean 
     const next = sorted[i + 1]?.score ?? -1;
     if (next === sorted[i].score) continue;
     const precision = right / (i + 1);
-    if (precision >= minPrecision && sorted[i].score >= floor) best = { threshold: sorted[i].score, precision, added: i + 1 };
+    if ((z > 0 ? wilsonLower(right, i + 1, z) : precision) >= minPrecision && sorted[i].score >= floor) best = { threshold: sorted[i].score, precision, added: i + 1 };
   }
   return { threshold: round(best.threshold, 3), precision: round(best.precision), added: best.added };
 }
@@ -172,6 +188,49 @@ export function calibrateEnrichThreshold(added: { score: number; right: boolean 
 /** The official COCO 2017 names for the VOC-style ones some YOLOX class files use (same order, same classes). */
 const COCO_NAMES: Record<string, string> = { motorbike: 'motorcycle', aeroplane: 'airplane', sofa: 'couch', pottedplant: 'potted plant', diningtable: 'dining table', tvmonitor: 'tv' };
 export const cocoNames = (classes: string[]): string[] => classes.map((c) => COCO_NAMES[c] ?? c);
+
+/** The near-duplicate forms the calibration and the benchmark use: a JPEG re-encode at quality 60, a 0.6x resize, a 90% centre crop. */
+export async function nearDuplicateForms(bytes: Buffer): Promise<Buffer[]> {
+  const meta = await sharp(bytes).metadata();
+  const w = meta.width ?? 224;
+  const h = meta.height ?? 224;
+  return Promise.all([
+    sharp(bytes).jpeg({ quality: 60 }).toBuffer(),
+    sharp(bytes).resize(Math.round(w * 0.6), Math.round(h * 0.6)).jpeg({ quality: 90 }).toBuffer(),
+    sharp(bytes).extract({ left: Math.round(w * 0.05), top: Math.round(h * 0.05), width: Math.round(w * 0.9), height: Math.round(h * 0.9) }).jpeg({ quality: 90 }).toBuffer(),
+  ]);
+}
+
+/**
+ * The smallest colour-thumbnail distance (dedupNear maxThumbDistance) at which dedup finds at least
+ * `minRecall` of the near-duplicate forms of the given originals and filters none of the originals,
+ * trying `candidates` in order; the last candidate when none does.
+ */
+export async function calibrateThumbDistance(originals: Buffer[], forms: Buffer[], candidates: number[], minRecall: number): Promise<{ distance: number; recall: number; falsePositives: number }> {
+  let last = { distance: candidates[candidates.length - 1], recall: 0, falsePositives: 0 };
+  for (const distance of candidates) {
+    const images = [...originals, ...forms];
+    const samples = images.map((b, i) => {
+      const s = newSample({ topic: 'cal', partition: 0, offset: i }, null);
+      s.event = { id: `cal-${i}`, url: null, image_url: null, image: b, caption: '', crawl_time: 0, source: null, attrs: {} };
+      return s;
+    });
+    const batches: Batch[] = [];
+    for (let i = 0; i < samples.length; i += 64) batches.push({ topic: 'cal', partition: 0, samples: samples.slice(i, i + 64) });
+    const out = (await firstValueFrom(
+      from(batches).pipe(
+        decodeImage({ maxImageBytes: 1 << 28, maxPixels: 1 << 28, minSide: 1, maxAspect: 100, imageFormat: 'keep', quality: 90 }),
+        dedupNear({ useEmbeddings: false, maxThumbDistance: distance }),
+        toArray(),
+      ),
+    )).flatMap((b) => b.samples);
+    const falsePositives = out.slice(0, originals.length).filter((x) => x.outcome.kind !== 'keep').length;
+    const recall = out.slice(originals.length).filter((x) => x.outcome.kind !== 'keep').length / Math.max(1, forms.length);
+    last = { distance, recall: round(recall, 3), falsePositives };
+    if (recall >= minRecall && falsePositives === 0) return last;
+  }
+  return last;
+}
 
 const softplus = (x: number) => (x > 0 ? x + Math.log1p(Math.exp(-x)) : Math.log1p(Math.exp(x)));
 
@@ -225,6 +284,11 @@ export async function buildPhotoBundle(outDir: string, opts: PhotoBuildOptions):
   const featureSession = await openSession(buildSqueezeNetTower(squeezenet, null), { threads: 2 });
   const trainF = await photoFeatures(featureSession, train.map((p) => p.path), 2);
   const calF = await photoFeatures(featureSession, cal.map((p) => p.path), 1);
+  // near-duplicate forms of cal photos: a re-encode, a 0.6x resize and a 90% centre crop of each
+  const dupPhotos = cal.slice(0, Math.min(cal.length, 120));
+  const variants: Buffer[] = [];
+  for (const p of dupPhotos) variants.push(...(await nearDuplicateForms(await readFile(p.path))));
+  const variantF = await photoFeatures(featureSession, variants, 1);
   await featureSession.release();
 
   // vocabulary of the training captions, most frequent first (ties by spelling); 0 pad, 1 unknown
@@ -293,7 +357,34 @@ export async function buildPhotoBundle(outDir: string, opts: PhotoBuildOptions):
     }
   }
   await detector.close();
-  const enrich = calibrateEnrichThreshold(added, o.enrichMinPrecision, o.detectorScore);
+  const enrich = calibrateEnrichThreshold(added, o.enrichMinPrecision, o.detectorScore, 1);
+  // near duplicates: can the embedding confirm them? Recall of the variants at the cosine every distinct
+  // pair of cal photos stays below; otherwise dedup confirms with colour thumbnails instead
+  const varEmb = encodeFeatures(params, std.apply(variantF.X), variants.length);
+  const variantCos = variants.map((_, v) => {
+    const i = Math.floor(v / 3);
+    let dot = 0;
+    for (let e = 0; e < E; e++) dot += varEmb[v * E + e] * imgEmb[i * E + e];
+    return dot;
+  });
+  let distinctMax = -1;
+  for (let i = 0; i < cal.length; i++) {
+    for (let j = i + 1; j < cal.length; j++) {
+      let dot = 0;
+      for (let e = 0; e < E; e++) dot += imgEmb[i * E + e] * imgEmb[j * E + e];
+      distinctMax = Math.max(distinctMax, dot);
+    }
+  }
+  const embeddingRecall = variantCos.filter((c) => c > distinctMax + 0.02).length / variantCos.length;
+  const thumbs = await calibrateThumbDistance(await Promise.all(cal.map((p) => readFile(p.path))), variants, [2.5, 4, 5, 6, 7, 8], 0.98);
+  const dedup = {
+    confirm: embeddingRecall >= 0.95 ? ('embeddings' as const) : ('thumbnails' as const),
+    eps: round(Math.max(0.01, 1 - (distinctMax + 0.02)), 3),
+    embeddingRecall: round(embeddingRecall, 3),
+    distinctMaxCosine: round(distinctMax, 3),
+    maxThumbDistance: thumbs.distance,
+    thumbRecall: thumbs.recall,
+  };
   // domain floor: the best tag confidence that 90% of the cal photos reach; the warning when 30 points more
   // of a stream's images than that fall short of it
   const sortedTop = [...topScores].sort((x, y) => x - y);
@@ -319,7 +410,9 @@ export async function buildPhotoBundle(outDir: string, opts: PhotoBuildOptions):
     domain,
     mix: mixing,
     softCap: { alpha: tuned.alpha, mode: 'systematic', tpr: tuned.tpr, fpr: tuned.fpr },
+    dedup,
   };
+  say(`cal: near duplicates by embedding: ${dedup.embeddingRecall} of ${variants.length} variants above the distinct photos' largest cosine ${dedup.distinctMaxCosine}: dedup confirms with ${dedup.confirm}; thumbnails at distance ${thumbs.distance} find ${thumbs.recall} of them, ${thumbs.falsePositives} of ${cal.length} originals filtered`);
   say(`cal: soft-cap alpha ${tuned.alpha}, clip_score weight ${tuned.weight}: ${tuned.tpr} of true pairs and ${tuned.fpr} of mismatched keep a copy (fluid limit, a quarter true)`);
   say(`cal: clip_score AUC ${auc.toFixed(3)} (true ${t.mean.toFixed(3)}, mismatched ${m.mean.toFixed(3)}); enrich threshold ${enrich.threshold} (precision ${enrich.precision} on ${enrich.added} added classes); ${(expectedShare * 100).toFixed(1)}% of photos without a detection >= ${floor}`);
 

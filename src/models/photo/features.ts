@@ -27,7 +27,7 @@ function mirror(t: Float32Array, offset: number, H: number, W: number): void {
 }
 
 /** Features [paths * views, FEATURE_DIM] and the CAM saliency [paths * views, 169], in path order. */
-export async function photoFeatures(session: ort.InferenceSession, paths: string[], views: 1 | 2, onProgress?: (done: number) => void): Promise<{ X: Float32Array; cam: Float32Array }> {
+export async function photoFeatures(session: ort.InferenceSession, paths: (string | Buffer)[], views: 1 | 2, onProgress?: (done: number) => void): Promise<{ X: Float32Array; cam: Float32Array }> {
   const P = SQUEEZENET.grid * SQUEEZENET.grid;
   const [H, W] = PHOTO_PREPROCESS.size;
   const per = 3 * H * W;
@@ -36,7 +36,7 @@ export async function photoFeatures(session: ort.InferenceSession, paths: string
   const step = 16;
   for (let i = 0; i < paths.length; i += step) {
     const chunk = paths.slice(i, i + step);
-    const bufs = await Promise.all(chunk.map((p) => readFile(p)));
+    const bufs = await Promise.all(chunk.map((p) => (typeof p === 'string' ? readFile(p) : p)));
     const { tensor } = await preprocessBatch(bufs, PHOTO_PREPROCESS);
     const n = chunk.length * views;
     const input = new Float32Array(n * per);

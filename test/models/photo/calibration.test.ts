@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { calibrateEnrichThreshold, cocoNames, rocAuc, tuneSoftCap } from '../../../src/models/photo/build';
+import { calibrateEnrichThreshold, cocoNames, rocAuc, tuneSoftCap, wilsonLower } from '../../../src/models/photo/build';
 import { photoSplit } from '../../../src/models/photo/data';
 
 test('ROC AUC: perfect, reversed, ties and chance', () => {
@@ -20,6 +20,10 @@ test('enrichment threshold: the lowest score whose added classes reach the preci
   assert.equal(calibrateEnrichThreshold(added, 0.7, 0).threshold, 0.7);
   assert.equal(calibrateEnrichThreshold(added, 0.7, 0.75).threshold, 0.8, 'never below the floor');
   assert.equal(calibrateEnrichThreshold([{ score: 0.9, right: false }], 0.9, 0.3).threshold, 1, 'nothing reaches it: add nothing');
+  // with a margin: 3 of 3 right has a Wilson lower bound of 0.75 at z = 1, 4 of 5 of 0.51
+  assert.ok(Math.abs(wilsonLower(3, 3, 1) - 0.75) < 1e-12);
+  assert.deepEqual(calibrateEnrichThreshold(added, 0.7, 0.3, 1), { threshold: 0.85, precision: 1, added: 3 });
+  assert.equal(calibrateEnrichThreshold(added, 0.8, 0.3, 1).threshold, 1, 'too few to show 0.8 with a margin');
 });
 
 test('soft-cap tuning keeps the most true pairs under the false-positive bound', () => {
