@@ -12,7 +12,7 @@
  * the same seed and data always give the same weights.
  */
 import { Rng } from '../../gen/rng';
-import { Adam, MASK_PENALTY, matmulNT, SeededNormal, transpose } from '../clip/tiny-clip';
+import { Adam, clipLoss, MASK_PENALTY, matmulNT, SeededNormal, transpose } from '../clip/tiny-clip';
 
 export interface LitConfig {
   vocab: number;
@@ -142,53 +142,11 @@ export function litLossAndGrad(p: LitParams, b: LitBatch): { loss: number; grad:
   for (let r = 0; r < n; r++) for (let e = 0; e < E; e++) Y[r * E + e] += p.bias[e];
   const yNorms = normaliseRows(Y, n, E);
   const t = textForward(p, b.ids, b.mask, n);
-  const scale = Math.exp(p.logScale[0]);
-  // logits and the symmetric loss
-  const S = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) {
-    for (let j = 0; j < n; j++) {
-      let dot = 0;
-      for (let e = 0; e < E; e++) dot += Y[i * E + e] * t.emb[j * E + e];
-      S[i * n + j] = scale * dot;
-    }
-  }
-  const dS = new Float64Array(n * n);
-  let loss = 0;
-  let correct = 0;
-  for (let i = 0; i < n; i++) {
-    let max = -Infinity;
-    let arg = 0;
-    for (let j = 0; j < n; j++) if (S[i * n + j] > max) [max, arg] = [S[i * n + j], j];
-    if (arg === i) correct++;
-    let sum = 0;
-    for (let j = 0; j < n; j++) sum += Math.exp(S[i * n + j] - max);
-    loss += (Math.log(sum) + max - S[i * n + i]) / (2 * n);
-    for (let j = 0; j < n; j++) dS[i * n + j] += (Math.exp(S[i * n + j] - max) / sum - (i === j ? 1 : 0)) / (2 * n);
-  }
-  for (let j = 0; j < n; j++) {
-    let max = -Infinity;
-    for (let i = 0; i < n; i++) max = Math.max(max, S[i * n + j]);
-    let sum = 0;
-    for (let i = 0; i < n; i++) sum += Math.exp(S[i * n + j] - max);
-    loss += (Math.log(sum) + max - S[j * n + j]) / (2 * n);
-    for (let i = 0; i < n; i++) dS[i * n + j] += (Math.exp(S[i * n + j] - max) / sum - (i === j ? 1 : 0)) / (2 * n);
-  }
-  let dls = 0;
-  for (let k = 0; k < n * n; k++) dls += dS[k] * S[k];
-  g.logScale[0] = dls;
-  // to the embeddings
-  const dY = new Float64Array(n * E);
-  const dT = new Float64Array(n * E);
-  for (let i = 0; i < n; i++) {
-    for (let j = 0; j < n; j++) {
-      const d = scale * dS[i * n + j];
-      if (d === 0) continue;
-      for (let e = 0; e < E; e++) {
-        dY[i * E + e] += d * t.emb[j * E + e];
-        dT[j * E + e] += d * Y[i * E + e];
-      }
-    }
-  }
+  // the symmetric InfoNCE of the built-in CLIP (float64 copies: its gradients come back in float64)
+  const c = clipLoss(Float64Array.from(Y), Float64Array.from(t.emb), n, E, p.logScale[0]);
+  g.logScale[0] = c.dLogitScale;
+  const dY = c.dImage as Float64Array;
+  const dT = c.dText as Float64Array;
   normBackward(Y, dY, yNorms, n, E);
   normBackward(t.emb, dT, t.norms, n, E);
   // image projection: dW [E, D] = dY^T X, db = sum dY
@@ -218,7 +176,7 @@ export function litLossAndGrad(p: LitParams, b: LitBatch): { loss: number; grad:
       if (a !== 0) g.wordBias[b.ids[r * L + k]] += a * (da[k] - mean);
     }
   }
-  return { loss, grad, accuracy: correct / n };
+  return { loss: c.loss, grad, accuracy: c.top1 };
 }
 
 export interface LitData {
