@@ -27,6 +27,7 @@ import { followControl } from '../streams/control';
 import type { BundleHolder } from './bundle-holder';
 import type { MixWeightsStore } from './mix-weights';
 import { openModels, openWeights } from './models';
+import { sleep } from '../util/sleep';
 
 export interface KafkaRunOptions {
   /** replay: first offset per partition (overrides commit records of an empty --out) */
@@ -196,12 +197,3 @@ async function afterCommit(r: CommitResult, a: AfterCommit): Promise<void> {
   if (a.commit) await commitOffset(a.consumer, record.topic, record.partition, record.end_offset + 1);
 }
 
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setTimeout(resolve, ms);
-    signal?.addEventListener('abort', () => {
-      clearTimeout(t);
-      resolve();
-    }, { once: true });
-  });
-}
