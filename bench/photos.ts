@@ -24,7 +24,7 @@ import { DuckDBInstance } from '@duckdb/node-api';
 import { PHOTO_BUNDLE } from '../src/curate/models';
 import { Rng } from '../src/gen/rng';
 import { loadBundle } from '../src/models/bundle';
-import { nearDuplicateForms, rocAuc } from '../src/models/photo/build';
+import { nearDuplicateForms, rocAuc } from '../src/models/photo/calibrate';
 import { loadPhotos, sharedDir, type PhotoItem } from '../src/models/photo/data';
 import type { Box } from '../src/models/types';
 import { keepMask, selectPatches } from '../src/operators/condense';

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { calibrateEnrichThreshold, cocoNames, rocAuc, tuneSoftCap, wilsonLower } from '../../../src/models/photo/build';
+import { calibrateEnrichThreshold, cocoNames, rocAuc, tuneSoftCap, wilsonLower } from '../../../src/models/photo/calibrate';
 import { photoSplit } from '../../../src/models/photo/data';
 
 test('ROC AUC: perfect, reversed, ties and chance', () => {
