@@ -539,7 +539,7 @@ function tanh(x: number): number {
 }
 
 /** Rows of `x` [n, d] scaled to unit length; returns the norms. */
-function normaliseRows(x: Arr, n: number, d: number, out: Arr): Float64Array {
+export function normaliseRows(x: Arr, n: number, d: number, out: Arr): Float64Array {
   const norms = new Float64Array(n);
   for (let i = 0; i < n; i++) {
     let s = 0;
@@ -552,7 +552,7 @@ function normaliseRows(x: Arr, n: number, d: number, out: Arr): Float64Array {
 }
 
 /** d(normalise)/dx applied to the upstream gradient `dy`, rows of length d. */
-function normaliseBackward(y: Arr, norms: Float64Array, dy: Arr, n: number, d: number, dx: Arr): void {
+export function normaliseBackward(y: Arr, norms: Float64Array, dy: Arr, n: number, d: number, dx: Arr): void {
   for (let i = 0; i < n; i++) {
     let dot = 0;
     for (let k = 0; k < d; k++) dot += y[i * d + k] * dy[i * d + k];

@@ -12,7 +12,7 @@
  * the same seed and data always give the same weights.
  */
 import { Rng } from '../../gen/rng';
-import { Adam, clipLoss, MASK_PENALTY, matmulNT, SeededNormal, transpose } from '../clip/tiny-clip';
+import { Adam, clipLoss, MASK_PENALTY, matmulNT, normaliseBackward, normaliseRows, SeededNormal, transpose } from '../clip/tiny-clip';
 
 export interface LitConfig {
   vocab: number;
@@ -56,25 +56,13 @@ export function initLit(c: LitConfig, seed: number): LitParams {
   return p;
 }
 
-function normaliseRows(x: Float32Array, rows: number, d: number): Float64Array {
-  const norms = new Float64Array(rows);
-  for (let r = 0; r < rows; r++) {
-    let s = 0;
-    for (let k = 0; k < d; k++) s += x[r * d + k] * x[r * d + k];
-    const n = Math.sqrt(s) + 1e-12;
-    norms[r] = n;
-    for (let k = 0; k < d; k++) x[r * d + k] /= n;
-  }
-  return norms;
-}
-
 /** Image embeddings [n, E] (unit rows) of standardised features [n, D]. */
 export function encodeFeatures(p: LitParams, X: Float32Array, n: number): Float32Array {
   const { feature: D, embed: E } = p.config;
   const Y = new Float32Array(n * E);
   matmulNT(X, p.weight, Y, n, D, E);
   for (let r = 0; r < n; r++) for (let e = 0; e < E; e++) Y[r * E + e] += p.bias[e];
-  normaliseRows(Y, n, E);
+  normaliseRows(Y, n, E, Y);
   return Y;
 }
 
@@ -104,22 +92,13 @@ function textForward(p: LitParams, ids: Int32Array, mask: Uint8Array, n: number)
       for (let e = 0; e < E; e++) emb[r * E + e] += a * p.tok[t + e];
     }
   }
-  const norms = normaliseRows(emb, n, E);
+  const norms = normaliseRows(emb, n, E, emb);
   return { emb, norms, attn };
 }
 
 /** Text embeddings [n, E] (unit rows) of token ids [n, L] with their mask. */
 export function encodeTokens(p: LitParams, ids: Int32Array, mask: Uint8Array, n: number): Float32Array {
   return textForward(p, ids, mask, n).emb;
-}
-
-/** d(normalise)/dx for unit rows y of pre-norm length `norm`: (dy - y (y . dy)) / norm, in place on dy. */
-function normBackward(y: Float32Array, dy: Float64Array, norms: Float64Array, rows: number, d: number): void {
-  for (let r = 0; r < rows; r++) {
-    let dot = 0;
-    for (let k = 0; k < d; k++) dot += y[r * d + k] * dy[r * d + k];
-    for (let k = 0; k < d; k++) dy[r * d + k] = (dy[r * d + k] - y[r * d + k] * dot) / norms[r];
-  }
 }
 
 export interface LitBatch {
@@ -140,15 +119,15 @@ export function litLossAndGrad(p: LitParams, b: LitBatch): { loss: number; grad:
   const Y = new Float32Array(n * E);
   matmulNT(b.X, p.weight, Y, n, D, E);
   for (let r = 0; r < n; r++) for (let e = 0; e < E; e++) Y[r * E + e] += p.bias[e];
-  const yNorms = normaliseRows(Y, n, E);
+  const yNorms = normaliseRows(Y, n, E, Y);
   const t = textForward(p, b.ids, b.mask, n);
   // the symmetric InfoNCE of the built-in CLIP (float64 copies: its gradients come back in float64)
   const c = clipLoss(Float64Array.from(Y), Float64Array.from(t.emb), n, E, p.logScale[0]);
   g.logScale[0] = c.dLogitScale;
   const dY = c.dImage as Float64Array;
   const dT = c.dText as Float64Array;
-  normBackward(Y, dY, yNorms, n, E);
-  normBackward(t.emb, dT, t.norms, n, E);
+  normaliseBackward(Y, yNorms, dY, n, E, dY);
+  normaliseBackward(t.emb, t.norms, dT, n, E, dT);
   // image projection: dW [E, D] = dY^T X, db = sum dY
   const dYt = new Float32Array(E * n);
   for (let r = 0; r < n; r++) for (let e = 0; e < E; e++) dYt[e * n + r] = dY[r * E + e];
