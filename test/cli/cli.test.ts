@@ -9,6 +9,7 @@ import { FLAGS } from '../../src/cli/flags';
 import { parse } from '../../src/cli/main';
 import { parseBound } from '../../src/cli/replay';
 import { ROOT, squeeze } from '../helpers/cli';
+import { closedPort } from '../helpers/ports';
 
 test('--help lists every command, and each command help lists exactly the flags it parses', async () => {
   const top = await squeeze(['--help']);
@@ -73,14 +74,6 @@ test('user mistakes print one line, no stack trace, and exit 2', async () => {
     assert.doesNotMatch(r.stderr, /\n\s+at /);
   }
 });
-
-async function closedPort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 test('an unreachable broker or registry: where it connects at once, then one line naming the address and the cause', async () => {
   const out = mkdtempSync(join(tmpdir(), 'cli-'));

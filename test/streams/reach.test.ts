@@ -2,15 +2,7 @@ import assert from 'node:assert/strict';
 import * as net from 'node:net';
 import { after, before, test } from 'node:test';
 import { checkServices, ConnectError, probeTcp, withDeadline } from '../../src/streams/reach';
-
-/** a loopback port nothing listens on: bound, then released */
-async function closedPort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
+import { closedPort } from '../helpers/ports';
 
 // accepts connections and never says a word (a wrong service, or a broker behind a black hole)
 let silent: net.Server;
