@@ -43,8 +43,6 @@ export interface ChainDeps {
   /** null: run without model stages */
   bundle: BundleHolder | null;
   weights: MixWeightsStore;
-  /** hears the domain check's warnings (default: one line on stderr) */
-  onDomain?: (out: boolean, message: string) => void;
 }
 
 export interface Chain {
@@ -109,7 +107,7 @@ export function curationChain(cfg: Config, deps: ChainDeps): Chain {
         domainWatch({
           domain: (batch) => holder.forBatch(batch).calibration?.domain,
           name: (batch) => holder.forBatch(batch).version,
-          onChange: deps.onDomain ?? ((_, message) => process.stderr.write(`squeeze: warning: ${message}\n`)),
+          onChange: (_, message) => process.stderr.write(`squeeze: warning: ${message}\n`),
           onShare: recordDomainShare,
         }),
       );
@@ -124,7 +122,7 @@ export function curationChain(cfg: Config, deps: ChainDeps): Chain {
     const sd = sc.warmupSd ?? frozen?.std ?? null;
     const warmup = sc.warmup > 0 && mean !== null && sd !== null ? { mean, sd, items: sc.warmup } : null;
     stateful.push(
-      softCap({ alpha: sc.alpha ?? cal?.softCap?.alpha ?? 0.15, rate: sc.rate, mode: sc.mode ?? cal?.softCap?.mode ?? 'faithful', maxCopies: sc.maxCopies, halfLife: sc.halfLife ?? undefined, seed: cfg.seed, state: deps.state, warmup }),
+      softCap({ alpha: sc.alpha ?? cal?.softCap?.alpha, rate: sc.rate, mode: sc.mode ?? cal?.softCap?.mode, maxCopies: sc.maxCopies, halfLife: sc.halfLife ?? undefined, seed: cfg.seed, state: deps.state, warmup }),
     );
   }
   if (holder && cfg.condense.enabled) {
