@@ -10,7 +10,7 @@
  */
 import { constants as fsc, promises as fs } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 
 export const COMMIT_VERSION = 1;
 
@@ -107,9 +107,10 @@ export async function recoverPartition(out: string, topic: string, partition: nu
   for (const dir of [paths.shards, paths.dlq, paths.state, paths.commits]) {
     for (const name of await listDir(dir)) {
       const p = join(dir, name);
-      const orphan = dir === paths.commits ? isTemp(name) : isTemp(name) || !named.has(p);
-      if (orphan) {
+      if (isTemp(name)) {
         await fs.rm(p, { force: true });
+        removed.push(p);
+      } else if (dir !== paths.commits && !named.has(p) && (await removeOrphan(out, paths.commits, p))) {
         removed.push(p);
       }
     }
@@ -117,6 +118,39 @@ export async function recoverPartition(out: string, topic: string, partition: nu
   const latest = commits[commits.length - 1];
   const state = latest?.state ? await readState(out, latest.state) : undefined;
   return { nextOffset: latest ? latest.end_offset + 1 : null, state, commits, removed };
+}
+
+/**
+ * Deletes a file no commit record named when the records were read, unless a record names it now: a curator
+ * that held the partition before a rebalance (a zombie) may link the record for it at this very moment. The
+ * file is first moved aside, then the record is looked up again, then it is put back or deleted; the zombie
+ * writes back what it finds missing after its link, so either way the record's files exist.
+ */
+async function removeOrphan(out: string, commitsDir: string, p: string): Promise<boolean> {
+  const name = basename(p);
+  const asidePath = join(dirname(p), `.tmp-aside-${name}-${process.pid}-${Math.random().toString(36).slice(2)}`);
+  try {
+    await fs.rename(p, asidePath);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw e;
+  }
+  const start = /^(\d{20})[-.]/.exec(name)?.[1];
+  let claimed = false;
+  if (start) {
+    try {
+      const rec = JSON.parse(await fs.readFile(join(commitsDir, `${start}.json`), 'utf8')) as CommitRecord;
+      claimed = [rec.shard, rec.dead_letters, rec.state].some((f) => f && join(out, f) === p);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    }
+  }
+  if (claimed) {
+    await fs.rename(asidePath, p);
+    return false;
+  }
+  await fs.rm(asidePath, { force: true });
+  return true;
 }
 
 export async function readState(out: string, rel: string): Promise<Record<string, unknown>> {

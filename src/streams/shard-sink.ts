@@ -5,7 +5,7 @@
  * Only after that may the caller publish the manifest and commit `end + 1` to Kafka.
  */
 import { promises as fs } from 'node:fs';
-import { join, relative } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import type { ShardChunk } from '../operators/roll-shards';
 import type { Sample } from '../operators/sample';
@@ -88,11 +88,13 @@ export class ShardSink {
       }
     };
 
-    const placed: string[] = [];
-    const place = async (tmp: string, dir: string, name: string): Promise<string> => {
+    // each placed file with the step that writes it, so a file a racing recovery deleted can be written again
+    const placed: { final: string; write: () => Promise<string> }[] = [];
+    const place = async (write: () => Promise<string>, dir: string, name: string): Promise<string> => {
       const final = join(dir, name);
+      const tmp = await owned(write);
       await owned(() => fs.rename(tmp, final));
-      placed.push(final);
+      placed.push({ final, write });
       return relative(this.o.out, final);
     };
 
@@ -100,17 +102,20 @@ export class ShardSink {
     let shardBytes = 0;
     if (rows.length > 0) {
       await fs.mkdir(paths.shards, { recursive: true });
-      const tmp = join(paths.shards, `.tmp-${range}-${process.pid}-${Math.random().toString(36).slice(2)}.parquet`);
-      shardBytes = (await owned(() => writeRowsParquet(tmp, rows, { compression: this.o.compression }))).bytes;
-      shard = await place(tmp, paths.shards, `${range}.parquet`);
+      const writeShard = async (): Promise<string> => {
+        const tmp = join(paths.shards, `.tmp-${range}-${process.pid}-${Math.random().toString(36).slice(2)}.parquet`);
+        shardBytes = (await writeRowsParquet(tmp, rows, { compression: this.o.compression })).bytes;
+        return tmp;
+      };
+      shard = await place(writeShard, paths.shards, `${range}.parquet`);
     }
     let deadLetters: string | null = null;
     if (dead.length > 0) {
-      const tmp = await owned(() => writeTemp(paths.dlq, range, dead.map((d) => JSON.stringify(d)).join('\n') + '\n'));
-      deadLetters = await place(tmp, paths.dlq, `${range}.jsonl`);
+      const lines = dead.map((d) => JSON.stringify(d)).join('\n') + '\n';
+      deadLetters = await place(() => writeTemp(paths.dlq, range, lines), paths.dlq, `${range}.jsonl`);
     }
-    const stateTmp = await owned(() => writeTemp(paths.state, range, gzipSync(JSON.stringify(chunk.state))));
-    const state = await place(stateTmp, paths.state, `${pad(start)}.json.gz`);
+    const stateBytes = gzipSync(JSON.stringify(chunk.state));
+    const state = await place(() => writeTemp(paths.state, range, stateBytes), paths.state, `${pad(start)}.json.gz`);
 
     const record: CommitRecord = {
       version: COMMIT_VERSION,
@@ -135,20 +140,30 @@ export class ShardSink {
       schema_version: PARQUET_SCHEMA_VERSION,
       created_at: created,
     };
-    const tmp = await writeTemp(paths.commits, range, JSON.stringify(record, null, 1));
+    const tmp = await owned(() => writeTemp(paths.commits, range, JSON.stringify(record, null, 1)));
     try {
       await fs.link(tmp, commitPath);
     } catch (e) {
+      // our temporary record was removed by the new owner's recovery: as above, a zombie, fenced
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new FencedError(topic, partition, start);
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
       // Lost the race to a curator that now owns this partition: leave its files, remove ours.
       const winner = JSON.parse(await fs.readFile(commitPath, 'utf8')) as CommitRecord;
       const theirs = new Set([winner.shard, winner.dead_letters, winner.state].filter(Boolean).map((f) => join(this.o.out, f as string)));
-      for (const p of placed) if (!theirs.has(p)) await fs.rm(p, { force: true });
+      for (const { final } of placed) if (!theirs.has(final)) await fs.rm(final, { force: true });
       throw new FencedError(topic, partition, start);
     } finally {
       await fs.rm(tmp, { force: true });
     }
     await fsyncDir(paths.commits);
+    // A curator that was assigned this partition may have recovered it between our rename and our link, and
+    // deleted a file then named by no record. The record is ours now, so whatever it names must exist: write
+    // back what is missing. (Recovery re-checks for a record before it deletes, so it cannot delete them again.)
+    for (const { final, write } of placed) {
+      if (await exists(final)) continue;
+      await fs.rename(await write(), final);
+      await fsyncDir(dirname(final));
+    }
 
     const manifest: ShardManifest | null = shard
       ? {

@@ -106,3 +106,64 @@ test('a temporary removed by the new owner\'s recovery fences the commit instead
   assert.equal(res.record.end_offset, 4);
   assert.equal((await recoverPartition(out, 'crawl', 0)).nextOffset, 5);
 });
+
+test('a recovery that deletes our placed files just before our commit record: the record\'s files are written back', async () => {
+  const out = mkdtempSync(join(tmpdir(), 'sink-'));
+  // the CI race: a second curator recovers the partition after our renames and before our link
+  const open = fsp.open;
+  let removed: string[] = [];
+  (fsp as { open: unknown }).open = async (p: string, ...rest: unknown[]) => {
+    if (String(p).includes('_commits') && removed.length === 0) removed = (await recoverPartition(out, 'crawl', 0)).removed;
+    return (open as (...a: unknown[]) => unknown)(p, ...rest);
+  };
+  let res;
+  try {
+    res = await sinkAt(out).commit(chunk(0, 5));
+  } finally {
+    (fsp as { open: unknown }).open = open;
+  }
+  assert.ok(removed.some((p) => p.endsWith('.parquet')), 'the racing recovery did delete our shard');
+  for (const f of [res.record.shard, res.record.dead_letters, res.record.state]) {
+    assert.ok(f && existsSync(join(out, f)), `${f} exists after the commit`);
+  }
+  const again = await recoverPartition(out, 'crawl', 0);
+  assert.deepEqual(again.removed, []);
+  assert.equal(again.nextOffset, 5);
+});
+
+test('recovery with a stale view of the commit records keeps the files a record names by now', async () => {
+  const out = mkdtempSync(join(tmpdir(), 'sink-'));
+  const res = await sinkAt(out).commit(chunk(0, 5));
+  // the records were listed before the zombie's link: recovery sees no record, but one exists when it deletes
+  const readdir = fsp.readdir;
+  (fsp as { readdir: unknown }).readdir = async (dir: string) =>
+    String(dir).includes('_commits') ? [] : readdir(dir);
+  let rec;
+  try {
+    rec = await recoverPartition(out, 'crawl', 0);
+  } finally {
+    (fsp as { readdir: unknown }).readdir = readdir;
+  }
+  assert.deepEqual(rec.removed, []);
+  for (const f of [res.record.shard, res.record.dead_letters, res.record.state]) {
+    assert.ok(f && existsSync(join(out, f)), `${f} kept`);
+  }
+  assert.equal((await recoverPartition(out, 'crawl', 0)).nextOffset, 5);
+});
+
+test('a recovery that deletes our temporary commit record fences the commit', async () => {
+  const out = mkdtempSync(join(tmpdir(), 'sink-'));
+  const link = fsp.link;
+  fsp.link = async (from, to) => {
+    await recoverPartition(out, 'crawl', 0);
+    return link(from, to);
+  };
+  try {
+    await assert.rejects(sinkAt(out).commit(chunk(0, 5)), (e: Error) => e instanceof FencedError);
+  } finally {
+    fsp.link = link;
+  }
+  assert.deepEqual(await readCommits(out, 'crawl', 0), []);
+  const res = await sinkAt(out).commit(chunk(0, 5));
+  assert.equal(res.record.end_offset, 4);
+});
