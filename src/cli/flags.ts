@@ -13,15 +13,17 @@ export interface FlagSpec {
 }
 
 const ALL = ['curate', 'produce', 'replay', 'control'];
+const KAFKA_CLIENTS = [...ALL, 'train'];
+const TRAIN = ['train'];
 const CURATE = ['curate', 'replay'];
 
 export const FLAGS: FlagSpec[] = [
-  { name: 'config', path: '@config', type: 'string', arg: 'FILE', help: 'JSON config file (defaults < file < SQUEEZE_* env < flags)', commands: ALL },
-  { name: 'brokers', path: 'brokers', type: 'list', arg: 'H:P,...', help: 'Kafka bootstrap servers; without it curate runs embedded', commands: ALL },
-  { name: 'registry', path: 'registry', type: 'string', arg: 'URL', help: 'schema registry URL (Confluent API, e.g. Apicurio .../apis/ccompat/v7)', commands: ALL },
+  { name: 'config', path: '@config', type: 'string', arg: 'FILE', help: 'JSON config file (defaults < file < SQUEEZE_* env < flags)', commands: KAFKA_CLIENTS },
+  { name: 'brokers', path: 'brokers', type: 'list', arg: 'H:P,...', help: 'Kafka bootstrap servers; without it curate runs embedded', commands: KAFKA_CLIENTS },
+  { name: 'registry', path: 'registry', type: 'string', arg: 'URL', help: 'schema registry URL (Confluent API, e.g. Apicurio .../apis/ccompat/v7)', commands: KAFKA_CLIENTS },
   { name: 'topic', path: 'topic', type: 'string', arg: 'T', help: 'input topic of raw crawl events (default crawl.raw)', commands: ALL },
   { name: 'group', path: 'group', type: 'string', arg: 'G', help: 'consumer group (default squeeze-curator)', commands: ['curate'] },
-  { name: 'connect-timeout-ms', path: 'connectTimeoutMs', type: 'string', arg: 'MS', help: 'give up reaching Kafka or the schema registry after MS with one line naming the address and cause (default 10000)', commands: ALL },
+  { name: 'connect-timeout-ms', path: 'connectTimeoutMs', type: 'string', arg: 'MS', help: 'give up reaching Kafka or the schema registry after MS with one line naming the address and cause (default 10000)', commands: KAFKA_CLIENTS },
   { name: 'partitions', path: 'kafka.partitions', type: 'string', arg: 'N', help: 'partitions when squeeze creates a topic (default 6)', commands: ALL },
   { name: 'input', path: 'input', type: 'string', arg: 'PATH', help: 'JSONL file, WebDataset .tar (or dir of them), or Parquet url/caption metadata; report: a curated output directory', commands: ['curate', 'produce', 'report'] },
   { name: 'image-root', path: 'imageRoot', type: 'string', arg: 'DIR', help: 'JSONL image_path values are relative to DIR and must stay inside it (symlinks within it are fine); default: the JSONL file\'s directory', commands: ['curate', 'produce'] },
@@ -50,7 +52,7 @@ export const FLAGS: FlagSpec[] = [
   { name: 'copies-mode', path: 'softCap.mode', type: 'string', arg: 'M', help: 'faithful | systematic draw of copies (default: the bundle\'s calibrated mode; else faithful)', commands: CURATE },
   { name: 'embeddings', path: 'output.embeddings', type: 'boolean', help: 'write image_embedding and text_embedding columns', commands: CURATE },
   { name: 'kind', path: '@kind', type: 'string', arg: 'K', help: 'photo (default: the real-photo bundle of models/photo, needs a shared/ data directory) or shapes (the generated crawl\'s tiny CLIP, models/builtin)', commands: ['build-model'] },
-  { name: 'seed', path: 'seed', type: 'string', arg: 'S', help: 'seed for generated data, sampling and model training (default 7)', commands: ['curate', 'replay', 'gen', 'build-model'] },
+  { name: 'seed', path: 'seed', type: 'string', arg: 'S', help: 'seed for generated data, sampling and model training (default 7)', commands: ['curate', 'replay', 'gen', 'build-model', 'train'] },
   { name: 'batch-size', path: 'batchSize', type: 'string', arg: 'N', help: 'records per batch through the operators (default 128)', commands: CURATE },
   { name: 'concurrency', path: 'concurrency', type: 'string', arg: 'N', help: 'images decoded at once within a batch (default 4)', commands: CURATE },
   { name: 'shard-rows', path: 'shard.maxRows', type: 'string', arg: 'N', help: 'rows per shard before it closes (default 1000)', commands: CURATE },
@@ -68,18 +70,35 @@ export const FLAGS: FlagSpec[] = [
   { name: 'from', path: '@from', type: 'string', arg: 'TIME|OFFSETS', help: 'replay start: ISO time, epoch ms, an offset, or p:o,p:o', commands: ['replay'] },
   { name: 'to', path: '@to', type: 'string', arg: 'TIME|OFFSETS', help: 'replay end (exclusive); default: the end of each partition now', commands: ['replay'] },
   { name: 'state-from', path: '@state-from', type: 'string', arg: 'DIR', help: 'replay: restore operator state from this earlier output', commands: ['replay'] },
-  { name: 'control-topic', path: 'kafka.controlTopic', type: 'string', arg: 'T', help: 'compacted topic of mixing weights and model versions (default squeeze.control)', commands: ['curate', 'control'] },
+  { name: 'control-topic', path: 'kafka.controlTopic', type: 'string', arg: 'T', help: 'compacted topic of mixing weights and model versions (default squeeze.control)', commands: ['curate', 'control', 'train'] },
   { name: 'weights', path: '@weights', type: 'string', arg: 'JSON', help: 'mixing weights to publish, e.g. {"clip_score":1.5}', commands: ['control'] },
   { name: 'bias', path: '@bias', type: 'string', arg: 'B', help: 'mixing bias to publish with --weights (default 0)', commands: ['control'] },
   { name: 'model-version', path: '@model-version', type: 'string', arg: 'V', help: 'model version to announce', commands: ['control'] },
   { name: 'bundle', path: '@bundle', type: 'string', arg: 'DIR', help: 'bundle directory of the announced model version', commands: ['control'] },
+  { name: 'shards', path: '@shards', type: 'string', arg: 'DIR', help: 'train: the curated output directory whose committed shards it follows (required)', commands: TRAIN },
+  { name: 'checkpoints', path: '@checkpoints', type: 'string', arg: 'DIR', help: 'train: checkpoint directory; a restart resumes from its newest checkpoint (default ./squeeze-trainer)', commands: TRAIN },
+  { name: 'base', path: '@base', type: 'string', arg: 'DIR', help: 'train: the bundle to continue without a checkpoint: "builtin-shapes" (default) or a bundle directory it published', commands: TRAIN },
+  { name: 'until', path: '@until', type: 'string', arg: 'N', help: 'train: stop at step N (default: at the end of the committed shards, or never with --follow)', commands: TRAIN },
+  { name: 'follow', path: '@follow', type: 'boolean', help: 'train: keep polling for new commits (SIGINT/SIGTERM stop it after a checkpoint)', commands: TRAIN },
+  { name: 'poll-ms', path: '@poll-ms', type: 'string', arg: 'MS', help: 'train --follow: wait between polls of the commit records (default 2000)', commands: TRAIN },
+  { name: 'train-batch', path: '@train-batch', type: 'string', arg: 'N', help: 'train: samples per step (default 32)', commands: TRAIN },
+  { name: 'lr', path: '@lr', type: 'string', arg: 'LR', help: 'train: Adam learning rate (default 0.0005)', commands: TRAIN },
+  { name: 'replay-share', path: '@replay-share', type: 'string', arg: 'F', help: 'train: share of each batch drawn from the replay buffer (default 0.25)', commands: TRAIN },
+  { name: 'replay-capacity', path: '@replay-capacity', type: 'string', arg: 'N', help: 'train: samples the replay buffer holds (default 2048)', commands: TRAIN },
+  { name: 'no-flip', path: '@no-flip', type: 'boolean', help: 'train: feed every patch instead of only the kept ones', commands: TRAIN },
+  { name: 'checkpoint-every', path: '@checkpoint-every', type: 'string', arg: 'N', help: 'train: steps between checkpoints (default 10)', commands: TRAIN },
+  { name: 'eval-every', path: '@eval-every', type: 'string', arg: 'N', help: 'train: steps between held-out evaluations, 0 for none (default 50)', commands: TRAIN },
+  { name: 'held-out', path: '@held-out', type: 'string', arg: 'N', help: 'train: held-out images for recall and zero-shot accuracy (default 256)', commands: TRAIN },
+  { name: 'publish-every', path: '@publish-every', type: 'string', arg: 'K', help: 'train: write a bundle version every K steps and announce it on the control topic with --brokers (default 0: never)', commands: TRAIN },
+  { name: 'publish-dir', path: '@publish-dir', type: 'string', arg: 'DIR', help: 'train: where published bundles go (default <checkpoints>/bundles); curators must be able to read it', commands: TRAIN },
+  { name: 'feedback-every', path: '@feedback-every', type: 'string', arg: 'N', help: 'train: fit mixing weights from gradient alignment every N steps and announce them (default 0: off)', commands: TRAIN },
   { name: 'n', path: '@n', type: 'string', arg: 'N', help: 'gen: number of events to generate; report: rows in the gallery (default 48)', commands: ['gen', 'report'] },
   { name: 'limit', path: '@limit', type: 'string', arg: 'N', help: 'publish at most N records', commands: ['produce'] },
   { name: 'prometheus-port', path: 'telemetry.prometheusPort', type: 'string', arg: 'PORT', help: 'serve Prometheus metrics on 127.0.0.1:PORT/metrics', commands: CURATE },
   { name: 'traces', path: 'telemetry.traces', type: 'string', arg: 'none|console', help: 'span export (default none)', commands: CURATE },
-  { name: 'progress', path: 'progress', type: 'string', arg: 'MODE', help: 'auto | tty | json | off (default auto: a live line on a TTY, JSON lines otherwise)', commands: ALL },
-  { name: 'print-config', path: '@print-config', type: 'boolean', help: 'print the effective config (secrets masked) and exit', commands: ALL },
-  { name: 'verbose', path: 'verbose', type: 'boolean', help: 'stack traces and client logs on errors', commands: [...ALL, 'gen'] },
+  { name: 'progress', path: 'progress', type: 'string', arg: 'MODE', help: 'auto | tty | json | off (default auto: a live line on a TTY, JSON lines otherwise)', commands: KAFKA_CLIENTS },
+  { name: 'print-config', path: '@print-config', type: 'boolean', help: 'print the effective config (secrets masked) and exit', commands: KAFKA_CLIENTS },
+  { name: 'verbose', path: 'verbose', type: 'boolean', help: 'stack traces and client logs on errors', commands: [...ALL, 'gen', 'train'] },
 ];
 
 export const COMMANDS: Record<string, string> = {
@@ -89,6 +108,7 @@ export const COMMANDS: Record<string, string> = {
   replay: 're-curate a time or offset range of a topic into a new output directory',
   'build-model': 'train and export a model bundle (deterministic): --out DIR [--kind photo|shapes] [--seed S]',
   control: 'publish mixing weights or a model version on the control topic (as the trainer does)',
+  train: 'follow committed shards and continue training the built-in CLIP; checkpoints, publishes bundles and mixing weights: --shards DIR',
   report: 'an HTML page of a curated output: accounting, score histograms, condensed images with kept patches: --input DIR --out FILE',
 };
 

@@ -81,6 +81,8 @@ export async function run(argv: string[]): Promise<number> {
       return (await import('./build-model')).buildModelCommand(cfg, local);
     case 'report':
       return (await import('./report')).reportCommand(cfg, local);
+    case 'train':
+      return (await import('./train')).trainCommand(cfg, local, stopSignal());
     case 'replay': {
       const { replayRange } = await import('./replay');
       return withTelemetry(cfg, () => replayRange(cfg, local));

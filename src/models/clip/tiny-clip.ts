@@ -629,6 +629,37 @@ export interface StemOutput {
   X: Arr;
   /** the attention prior of every patch [n * P]: log(mean contrast + 0.05) */
   prior: Arr;
+  /**
+   * FLIP-style training on a subset of each image's patches (gatherPatches): T tokens per image instead of P,
+   * `index` [n * T] the grid position of each token (its position embedding). Padding tokens are masked out.
+   */
+  tokens?: number;
+  index?: ArrayLike<number>;
+}
+
+/**
+ * The stem output of only the listed patches of each image, padded to the longest list with masked tokens:
+ * the tower then costs in proportion to the kept patches (FLIP). `keep[b]` lists image b's grid positions.
+ * Returns the gathered stem and the token mask [n, T].
+ */
+export function gatherPatches(c: TinyClipConfig, stem: StemOutput, n: number, keep: readonly (readonly number[])[]): { stem: StemOutput; mask: Float32Array } {
+  const P = patchCount(c);
+  const K = patchDim(c);
+  const T = Math.max(1, ...keep.map((k) => k.length));
+  const X = alloc(stem.X, n * T * K);
+  const prior = alloc(stem.prior, n * T);
+  const index = new Int32Array(n * T);
+  const mask = new Float32Array(n * T);
+  for (let b = 0; b < n; b++) {
+    keep[b]!.forEach((j, t) => {
+      if (!(j >= 0 && j < P)) throw new RangeError(`gatherPatches: patch ${j} outside the ${P}-patch grid`);
+      X.set(stem.X.subarray((b * P + j) * K, (b * P + j + 1) * K), (b * T + t) * K);
+      prior[b * T + t] = stem.prior[b * P + j]!;
+      index[b * T + t] = j;
+      mask[b * T + t] = 1;
+    });
+  }
+  return { stem: { X, prior, tokens: T, index }, mask };
 }
 
 /** Mean over the valid pixels of a (2r+1)-square window around each pixel of a plane (ONNX AveragePool, count_include_pad=0), separably. */
@@ -831,6 +862,9 @@ export function mirrorStem(c: TinyClipConfig, stem: StemOutput, n: number): Stem
 
 export interface ImageCache {
   n: number;
+  /** tokens per image: the grid's patches, or the gathered ones */
+  P: number;
+  index: ArrayLike<number> | null;
   X: Arr;
   Z1: Arr;
   H1: Arr;
@@ -856,7 +890,8 @@ export function imageForward(p: TinyClipParams, pixels: ArrayLike<number>, n: nu
 /** Image tower forward from the stem's output (training precomputes the stem once per image). */
 export function imageForwardStem(p: TinyClipParams, stem: StemOutput, n: number, mask: ArrayLike<number> | null = null): ImageCache {
   const c = p.config;
-  const P = patchCount(c);
+  const P = stem.tokens ?? patchCount(c);
+  const index = stem.index ?? null;
   const K = patchDim(c);
   const like = p.data;
   const { prior: contrast } = stem;
@@ -876,7 +911,7 @@ export function imageForwardStem(p: TinyClipParams, stem: StemOutput, n: number,
     for (let j = 0; j < P; j++) {
       const o = (b * P + j) * c.hidden;
       for (let k = 0; k < c.hidden; k++) {
-        const z = Z1[o + k] + b1[k] + pos[j * c.hidden + k];
+        const z = Z1[o + k] + b1[k] + pos[(index ? index[b * P + j]! : j) * c.hidden + k];
         const t = tanh(gc * (z + ga * z * z * z));
         H1[o + k] = 0.5 * z * (1 + t);
         Z1[o + k] = 0.5 * (1 + t) + 0.5 * z * (1 - t * t) * gc * (1 + 3 * ga * z * z);
@@ -903,14 +938,13 @@ export function imageForwardStem(p: TinyClipParams, stem: StemOutput, n: number,
   addBias(raw, view(p, 'img.proj_b'), n, c.embed);
   const embeds = alloc(like, n * c.embed);
   const norms = normaliseRows(raw, n, c.embed, embeds);
-  return { n, X, Z1, H1, Z2, H, contrast, attention, pooled, raw, embeds, norms };
+  return { n, P, index, X, Z1, H1, Z2, H, contrast, attention, pooled, raw, embeds, norms };
 }
 
 /** Adds the image tower's parameter gradients for upstream dEmbeds [n, embed] into `grad` (layout of p). */
 export function imageBackward(p: TinyClipParams, cache: ImageCache, dEmbeds: Arr, grad: Arr): void {
   const c = p.config;
-  const { n } = cache;
-  const P = patchCount(c);
+  const { n, P, index } = cache;
   const K = patchDim(c);
   const like = p.data;
   const dRaw = alloc(like, n * c.embed);
@@ -953,7 +987,7 @@ export function imageBackward(p: TinyClipParams, cache: ImageCache, dEmbeds: Arr
         const g = dZ1[o + k] * cache.Z1[o + k];
         dZ1[o + k] = g;
         db1[k] += g;
-        dpos[j * c.hidden + k] += g;
+        dpos[(index ? index[b * P + j]! : j) * c.hidden + k] += g;
       }
     }
   }
@@ -1226,6 +1260,19 @@ export class Adam {
   ) {
     this.m = new Float64Array(size);
     this.v = new Float64Array(size);
+  }
+
+  /** The moments and the step count, for checkpoints (views, not copies). */
+  snapshot(): { t: number; m: Float64Array; v: Float64Array } {
+    return { t: this.t, m: this.m, v: this.v };
+  }
+
+  /** Continues from a snapshot of an optimiser of the same size. */
+  restore(s: { t: number; m: ArrayLike<number>; v: ArrayLike<number> }): void {
+    if (s.m.length !== this.m.length || s.v.length !== this.v.length) throw new RangeError(`Adam.restore: state of ${s.m.length} values for ${this.m.length} parameters`);
+    this.t = s.t;
+    this.m.set(s.m);
+    this.v.set(s.v);
   }
 
   /** One step on `params` with gradient `grad`; `decay` is decoupled weight decay (AdamW) per element mask. */

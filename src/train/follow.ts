@@ -1,0 +1,69 @@
+/**
+ * The committed shard sequence the trainer follows (docs/TRAINER.md; python/squeeze_reader reads the same):
+ * commit records are the source of truth (DESIGN 5), so the trainer lists them rather than the shard files,
+ * and never sees a temporary or an orphan shard.
+ *
+ * A cursor maps "<topic>/<partition>" to the next start offset not yet consumed (missing: 0). One poll lists
+ * every commit record at or after the cursor of its partition, ordered by (created_at, topic, partition,
+ * start_offset); records without a shard (every row of the range was dropped) still move the cursor on.
+ */
+import { promises as fs } from 'node:fs';
+import { join } from 'node:path';
+import { type CommitRecord, isTemp } from '../streams/shard-log';
+
+export type Cursor = Record<string, number>;
+
+export const cursorKey = (topic: string, partition: number): string => `${topic}/${partition}`;
+
+export interface CommittedShard {
+  record: CommitRecord;
+  /** absolute path of the shard file, null when the range kept no rows */
+  path: string | null;
+}
+
+async function list(dir: string): Promise<string[]> {
+  try {
+    return (await fs.readdir(dir)).sort();
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw e;
+  }
+}
+
+/** Commit records after the cursor, in the sequence's order. Unreadable records are skipped with `onSkip`. */
+export async function pollCommitted(out: string, cursor: Cursor, onSkip: (path: string, reason: string) => void = () => undefined): Promise<CommittedShard[]> {
+  const root = join(out, '_commits');
+  const found: CommittedShard[] = [];
+  for (const t of await list(root)) {
+    for (const p of await list(join(root, t))) {
+      for (const name of await list(join(root, t, p))) {
+        if (isTemp(name) || !name.endsWith('.json')) continue;
+        const path = join(root, t, p, name);
+        let rec: CommitRecord;
+        try {
+          rec = JSON.parse(await fs.readFile(path, 'utf8')) as CommitRecord;
+        } catch (e) {
+          onSkip(path, `unreadable commit record: ${(e as Error).message.split('\n')[0]}`);
+          continue;
+        }
+        if (typeof rec.topic !== 'string' || !Number.isInteger(rec.partition) || !Number.isInteger(rec.start_offset) || !Number.isInteger(rec.end_offset)) {
+          onSkip(path, 'commit record without topic, partition and offsets');
+          continue;
+        }
+        if (rec.start_offset < (cursor[cursorKey(rec.topic, rec.partition)] ?? 0)) continue;
+        found.push({ record: rec, path: rec.shard ? join(out, rec.shard) : null });
+      }
+    }
+  }
+  return found.sort((a, b) => compare(a.record, b.record));
+}
+
+function compare(a: CommitRecord, b: CommitRecord): number {
+  return (a.created_at - b.created_at) || (a.topic < b.topic ? -1 : a.topic > b.topic ? 1 : 0) || a.partition - b.partition || a.start_offset - b.start_offset;
+}
+
+/** Moves the cursor past a record. */
+export function advance(cursor: Cursor, rec: CommitRecord): void {
+  const k = cursorKey(rec.topic, rec.partition);
+  cursor[k] = Math.max(cursor[k] ?? 0, rec.end_offset + 1);
+}

@@ -1,0 +1,508 @@
+/**
+ * `squeeze train`: the trainer subscriber (docs/TRAINER.md). It follows the committed shards of a curated
+ * output directory (follow.ts), and continues contrastive (InfoNCE) training of the built-in CLIP with the
+ * project's own trainer pieces (tiny-clip.ts: forward, backward, clipLoss, Adam; train.ts: tokenizer and
+ * preprocessing). Per step:
+ *
+ * - a batch of `batch` samples: fresh copies from the shards in the sequence's order, plus a share drawn from
+ *   a bounded replay buffer of older samples (reservoir sampling), so the model does not forget;
+ * - soft-cap copies never share a batch: a sample with 3 copies is seen in 3 different batches (a copy whose
+ *   sample is already in the batch waits for the next one);
+ * - FLIP: only the patches the curator kept (`kept_patches`) go through the image tower, so a step at keep
+ *   0.5 costs about half of one at keep 1;
+ * - all randomness comes from (seed, step), and the checkpoint holds the weights, Adam's state, the shard
+ *   cursor, the pending copies and the replay buffer: a run killed at any moment and restarted reaches
+ *   byte-identical weights at the same step.
+ *
+ * Every `evalEvery` steps it evaluates on a held-out set (evaluate.ts); every `publishEvery` steps it writes
+ * a new bundle version and announces it (the CLI puts it on the control topic); with feedback on it fits
+ * mixing weights from per-sample gradient alignment (feedback.ts) and announces those too.
+ */
+import { hashSeed, Rng } from '../gen/rng';
+import { readParquetRows } from '../streams/parquet-rows';
+import {
+  Adam,
+  clipLoss,
+  gatherPatches,
+  imageBackward,
+  imageForwardStem,
+  imageStem,
+  normaliseBackward,
+  patchCount,
+  patchDim,
+  type StemOutput,
+  textBackward,
+  textForward,
+  type TinyClipParams,
+  view,
+} from '../models/clip/tiny-clip';
+import { MAX_LOGIT_SCALE, preprocessBuiltin, tokenizeAll } from '../models/clip/train';
+import { BundleError, type TrainableBundle, loadTrainable, publishBundle } from './builtin-model';
+import { latestCheckpoint, writeCheckpoint } from './checkpoint';
+import { type EvalResult, evaluate, type HeldOut, heldOutSet } from './evaluate';
+import { type FeedbackState, fitWeights, initialFeedback, observe } from './feedback';
+import { type CommittedShard, type Cursor, advance, pollCommitted } from './follow';
+import { relative } from 'node:path';
+
+export interface TrainerOptions {
+  /** the curated output directory whose committed shards are followed */
+  from: string;
+  /** checkpoint directory (created) */
+  checkpoints: string;
+  /** the bundle training starts from when there is no checkpoint */
+  bundle: string;
+  seed: number;
+  batch: number;
+  lr: number;
+  /** share of each batch drawn from the replay buffer once it holds enough (default 0.25) */
+  replayShare: number;
+  /** samples the replay buffer holds (default 2048) */
+  replayCapacity: number;
+  checkpointEvery: number;
+  evalEvery: number;
+  /** 0: never */
+  publishEvery: number;
+  publishDir: string;
+  /** stop after this many steps in total (null: at the end of the committed shards, or never with follow) */
+  until: number | null;
+  follow: boolean;
+  pollMs: number;
+  /** feed only the kept patches (default true) */
+  flip: boolean;
+  heldOut: number;
+  /** fit and announce mixing weights every this many steps (0: off) */
+  feedbackEvery: number;
+  /** mixing weights the feedback starts from */
+  mixWeights: Record<string, number>;
+  onPublish?: (p: { version: string; dir: string; step: number }) => Promise<void> | void;
+  onMixWeights?: (w: { weights: Record<string, number>; bias: number; step: number; correlation: Record<string, number> }) => Promise<void> | void;
+  onEval?: (r: EvalResult) => void;
+  onStep?: (s: StepInfo) => void;
+  log?: (line: string) => void;
+  signal?: AbortSignal;
+}
+
+export const TRAINER_DEFAULTS = {
+  seed: 7,
+  batch: 32,
+  lr: 0.0005,
+  replayShare: 0.25,
+  replayCapacity: 2048,
+  checkpointEvery: 10,
+  evalEvery: 50,
+  publishEvery: 0,
+  until: null as number | null,
+  follow: false,
+  pollMs: 2000,
+  flip: true,
+  heldOut: 256,
+  feedbackEvery: 0,
+  mixWeights: { clip_score: 1 } as Record<string, number>,
+};
+
+export interface StepInfo {
+  step: number;
+  loss: number;
+  top1: number;
+  /** image tokens (patches) through the tower in this step */
+  tokens: number;
+  fresh: number;
+  replayed: number;
+  ms: number;
+  /** sample ids of the batch: the fresh ones first */
+  ids: string[];
+}
+
+/** A copy of one curated row, by where it lives: what pending lists and the replay buffer hold. */
+interface Ref {
+  shard: string;
+  row: number;
+  copy: number;
+}
+
+interface RowData {
+  id: string;
+  stem: StemOutput;
+  keep: number[];
+  ids: Int32Array;
+  mask: Float32Array;
+  features: Record<string, number>;
+  copies: number;
+}
+
+interface TrainerState {
+  base: string;
+  paramCount: number;
+  seed: number;
+  cursor: Cursor;
+  pending: Ref[];
+  replay: Ref[];
+  replaySeen: number;
+  tokens: number;
+  samples: number;
+  evals: EvalResult[];
+  losses: { step: number; loss: number }[];
+  published: { step: number; version: string }[];
+  feedback: FeedbackState | null;
+  skipped: { shard: string; reason: string }[];
+  /** the held-out gradient the feedback compares with (refreshed every feedbackEvery steps) */
+  heldGrad: { img: number[]; txt: number[] } | null;
+}
+
+export interface TrainSummary {
+  step: number;
+  steps: number;
+  state: TrainerState;
+  params: TinyClipParams;
+  stopped: 'until' | 'end' | 'signal';
+}
+
+export async function runTrainer(opts: TrainerOptions): Promise<TrainSummary> {
+  const log = opts.log ?? (() => undefined);
+  const base: TrainableBundle = await loadTrainable(opts.bundle);
+  const params = base.params;
+  const c = params.config;
+  const P = patchCount(c);
+  const K = patchDim(c);
+  const adam = new Adam(params.data.length);
+  const decayMask = new Uint8Array(params.data.length);
+  for (const g of ['img.patch_w', 'img.w2', 'img.proj', 'txt.tok', 'txt.proj'] as const) decayMask.fill(1, params.layout[g].offset, params.layout[g].offset + params.layout[g].size);
+  let step = 0;
+  let state: TrainerState = {
+    base: base.json.version,
+    paramCount: params.data.length,
+    seed: opts.seed,
+    cursor: {},
+    pending: [],
+    replay: [],
+    replaySeen: 0,
+    tokens: 0,
+    samples: 0,
+    evals: [],
+    losses: [],
+    published: [],
+    feedback: opts.feedbackEvery > 0 ? initialFeedback(opts.mixWeights) : null,
+    skipped: [],
+    heldGrad: null,
+  };
+  const ckpt = await latestCheckpoint<TrainerState>(opts.checkpoints, (f, why) => log(`skipping checkpoint ${f}: ${why}`));
+  if (ckpt) {
+    if (ckpt.state.paramCount !== params.data.length || ckpt.blobs.params.length !== params.data.length) {
+      throw new BundleError(`checkpoint ${ckpt.file} holds ${ckpt.blobs.params.length} parameters of ${ckpt.state.base}; bundle ${base.json.version} has ${params.data.length}: use another --checkpoints directory`);
+    }
+    params.data.set(ckpt.blobs.params);
+    adam.restore({ t: ckpt.step, m: ckpt.blobs.adamM, v: ckpt.blobs.adamV });
+    step = ckpt.step;
+    state = ckpt.state;
+    if (state.feedback === null && opts.feedbackEvery > 0) state.feedback = initialFeedback(opts.mixWeights);
+    log(`resumed from ${ckpt.file} at step ${step}`);
+  }
+  const startStep = step;
+
+  // rows of the shards that pending copies or the replay buffer refer to
+  const rows = new Map<string, (RowData | null)[]>();
+  const warned = new Set<string>();
+  const loadShard = async (rel: string): Promise<(RowData | null)[]> => {
+    const have = rows.get(rel);
+    if (have) return have;
+    const data = await readShard(rel);
+    rows.set(rel, data);
+    return data;
+  };
+  const readShard = async (rel: string): Promise<(RowData | null)[]> => {
+    let raw: Record<string, unknown>[];
+    try {
+      raw = await readParquetRows(`${opts.from}/${rel}`);
+    } catch (e) {
+      throw new ShardError(rel, `unreadable shard: ${firstLine(e)}`);
+    }
+    const first = raw[0];
+    if (first && (!('image' in first) || !('caption' in first) || !('copies' in first) || !('id' in first))) {
+      throw new ShardError(rel, 'not a curated shard (needs id, image, caption, copies)');
+    }
+    const out: (RowData | null)[] = [];
+    for (const r of raw) {
+      try {
+        const pixels = await preprocessBuiltin(r.image as Buffer);
+        const stem = imageStem(c, pixels, 1);
+        const tok = tokenizeAll([String(r.caption ?? '')], base.vocab, c.context);
+        const kept = r.kept_patches as number[] | null;
+        const sameGrid = r.grid_rows === Math.sqrt(P) && r.grid_cols === Math.sqrt(P);
+        if (kept && !sameGrid && !warned.has('grid')) {
+          warned.add('grid');
+          log(`shard ${rel}: kept_patches are on a ${r.grid_rows}x${r.grid_cols} grid, the model's is ${Math.sqrt(P)}x${Math.sqrt(P)}: feeding every patch`);
+        }
+        const keep = opts.flip && kept && sameGrid && kept.length > 0 ? [...kept] : Array.from({ length: P }, (_, j) => j);
+        const scores = (r.scores ?? {}) as Record<string, unknown>;
+        const features: Record<string, number> = {};
+        for (const [k, v] of Object.entries(scores)) if (typeof v === 'number' && Number.isFinite(v)) features[k] = v;
+        const copies = Math.max(0, Math.floor(Number(r.copies ?? 1)) || 0);
+        out.push({ id: String(r.id), stem, keep, ids: tok.ids, mask: tok.mask, features, copies });
+      } catch (e) {
+        if (!warned.has(rel)) log(`shard ${rel}: skipping a row that does not decode (${firstLine(e)})`);
+        warned.add(rel);
+        out.push(null);
+      }
+    }
+    return out;
+  };
+  // copies of a shard in pass order: copy 0 of every row, then copy 1 of rows with 2 or more, ...
+  const copiesOf = (rel: string): Ref[] => {
+    const copies = (rows.get(rel) ?? []).map((d) => d?.copies ?? 0);
+    const refs: Ref[] = [];
+    for (let pass = 0; pass < Math.max(0, ...copies); pass++) copies.forEach((k, row) => k > pass && refs.push({ shard: rel, row, copy: pass }));
+    return refs;
+  };
+  // re-read what a restored checkpoint refers to
+  for (const ref of [...state.pending, ...state.replay]) {
+    try {
+      await loadShard(ref.shard);
+    } catch (e) {
+      log(`${(e as Error).message}: its copies are dropped`);
+      rows.set(ref.shard, []);
+    }
+  }
+  const dataOf = (ref: Ref): RowData | null => rows.get(ref.shard)?.[ref.row] ?? null;
+
+  const held: HeldOut | null = opts.evalEvery > 0 || opts.feedbackEvery > 0 ? await heldOutSet(params, base.vocab, opts.heldOut, opts.seed) : null;
+  if (held && opts.evalEvery > 0 && step === 0 && state.evals.length === 0) {
+    const r = evaluate(params, base.vocab, held, 0);
+    state.evals.push(r);
+    opts.onEval?.(r);
+  }
+  let queue: CommittedShard[] = [];
+  let ended = false;
+  /** ingests the next committed shard into pending; false when there is none now */
+  const ingest = async (): Promise<boolean> => {
+    if (queue.length === 0) queue = await pollCommitted(opts.from, state.cursor, (f, why) => log(`skipping ${f}: ${why}`));
+    const next = queue.shift();
+    if (!next) return false;
+    advance(state.cursor, next.record);
+    if (!next.path) return true;
+    const rel = relative(opts.from, next.path);
+    try {
+      await loadShard(rel);
+      state.pending.push(...copiesOf(rel));
+    } catch (e) {
+      const reason = e instanceof ShardError ? e.reason : firstLine(e);
+      log(`skipping shard ${rel}: ${reason}`);
+      state.skipped.push({ shard: rel, reason });
+      if (state.skipped.length > 100) state.skipped.shift();
+    }
+    return true;
+  };
+
+  const B = opts.batch;
+  const replayWanted = Math.floor(B * opts.replayShare);
+  const save = async () => {
+    const s = adam.snapshot();
+    await writeCheckpoint(opts.checkpoints, step, state, { params: Float32Array.from(params.data), adamM: s.m, adamV: s.v });
+  };
+  const gc = () => {
+    const used = new Set([...state.pending, ...state.replay].map((r) => r.shard));
+    for (const k of rows.keys()) if (!used.has(k)) rows.delete(k);
+  };
+
+  let stopped: TrainSummary['stopped'] = 'end';
+  while (true) {
+    if (opts.until !== null && step >= opts.until) {
+      stopped = 'until';
+      break;
+    }
+    if (opts.signal?.aborted) {
+      stopped = 'signal';
+      break;
+    }
+    const replayN = Math.min(replayWanted, Math.floor(state.replay.length / 2));
+    const freshN = B - replayN;
+    // enough distinct fresh samples for a batch?
+    while (distinctIds(state.pending, dataOf) < freshN && !ended) {
+      if (!(await ingest())) {
+        if (!opts.follow) ended = true;
+        else {
+          await sleepUnless(opts.pollMs, opts.signal);
+          if (opts.signal?.aborted) break;
+        }
+      }
+    }
+    if (opts.signal?.aborted) {
+      stopped = 'signal';
+      break;
+    }
+    if (distinctIds(state.pending, dataOf) < freshN) break;
+
+    const t0 = performance.now();
+    const rng = new Rng(hashSeed(opts.seed, step, 0x7a1e));
+    const inBatch = new Set<string>();
+    const batch: RowData[] = [];
+    const fresh: number[] = [];
+    for (let i = 0; i < state.pending.length && batch.length < freshN; i++) {
+      const d = dataOf(state.pending[i]!);
+      if (!d || inBatch.has(d.id)) continue;
+      inBatch.add(d.id);
+      batch.push(d);
+      fresh.push(i);
+    }
+    const usedRefs = fresh.map((i) => state.pending[i]!);
+    const freshSet = new Set(fresh);
+    state.pending = state.pending.filter((_, i) => !freshSet.has(i));
+    let replayed = 0;
+    for (let tries = 0; replayed < replayN && tries < replayN * 4; tries++) {
+      const d = dataOf(state.replay[rng.int(0, state.replay.length - 1)]!);
+      if (!d || inBatch.has(d.id)) continue;
+      inBatch.add(d.id);
+      batch.push(d);
+      replayed++;
+    }
+    const n = batch.length;
+    // the stems, gathered to the kept patches (FLIP)
+    const full: StemOutput = { X: new Float32Array(n * P * K), prior: new Float32Array(n * P) };
+    batch.forEach((d, i) => {
+      full.X.set(d.stem.X, i * P * K);
+      full.prior.set(d.stem.prior, i * P);
+    });
+    const g = gatherPatches(c, full, n, batch.map((d) => d.keep));
+    const ids = new Int32Array(n * c.context);
+    const mask = new Float32Array(n * c.context);
+    batch.forEach((d, i) => {
+      ids.set(d.ids, i * c.context);
+      mask.set(d.mask, i * c.context);
+    });
+    const img = imageForwardStem(params, g.stem, n, g.mask);
+    const txt = textForward(params, ids, mask, n);
+    const l = clipLoss(img.embeds, txt.embeds, n, c.embed, view(params, 'logit_scale')[0]!);
+    const grad = new Float32Array(params.data.length);
+    imageBackward(params, img, l.dImage, grad);
+    textBackward(params, txt, l.dText, grad);
+    view(params, 'logit_scale', grad)[0] += l.dLogitScale;
+
+    if (state.feedback && held) {
+      if (state.heldGrad === null || step % opts.feedbackEvery === 0) state.heldGrad = heldOutGradient(params, held, B, hashSeed(opts.seed, step, 0xfeed));
+      const help = alignment(params, img, txt, l.dImage, l.dText, n, state.heldGrad);
+      for (let i = 0; i < fresh.length; i++) observe(state.feedback, { features: batch[i]!.features, help: help[i]! });
+    }
+
+    adam.step(params.data, grad, opts.lr, 1e-4, decayMask);
+    const ls = view(params, 'logit_scale');
+    if (ls[0]! > MAX_LOGIT_SCALE) ls[0] = MAX_LOGIT_SCALE;
+    step++;
+    const tokens = batch.reduce((a, d) => a + d.keep.length, 0);
+    state.tokens += tokens;
+    state.samples += n;
+    // the fresh copies join the replay buffer (reservoir sampling over every fresh copy seen)
+    for (const ref of usedRefs) {
+      state.replaySeen++;
+      if (state.replay.length < opts.replayCapacity) state.replay.push(ref);
+      else {
+        const j = rng.int(0, state.replaySeen - 1);
+        if (j < opts.replayCapacity) state.replay[j] = ref;
+      }
+    }
+    state.losses.push({ step, loss: round(l.loss) });
+    if (state.losses.length > 2000) state.losses.splice(0, state.losses.length - 2000);
+    opts.onStep?.({ step, loss: l.loss, top1: l.top1, tokens, fresh: fresh.length, replayed, ms: performance.now() - t0, ids: batch.map((d) => d.id) });
+
+    if (held && opts.evalEvery > 0 && step % opts.evalEvery === 0) {
+      const r = evaluate(params, base.vocab, held, step);
+      state.evals.push(r);
+      opts.onEval?.(r);
+    }
+    if (state.feedback && step % opts.feedbackEvery === 0) {
+      const fit = fitWeights(state.feedback);
+      if (fit) await opts.onMixWeights?.({ weights: fit.weights, bias: state.feedback.bias, step, correlation: fit.correlation });
+    }
+    if (opts.publishEvery > 0 && step % opts.publishEvery === 0) {
+      const p = await publishBundle(opts.publishDir, base, params, step, { samples: state.samples, tokens: state.tokens, eval: state.evals[state.evals.length - 1] ?? null });
+      state.published.push({ step, version: p.version });
+      await opts.onPublish?.({ ...p, step });
+    }
+    if (step % opts.checkpointEvery === 0) {
+      gc();
+      await save();
+    }
+  }
+  if (step !== startStep && step % opts.checkpointEvery !== 0) await save();
+  return { step, steps: step - startStep, state, params, stopped };
+}
+
+class ShardError extends Error {
+  constructor(readonly shard: string, readonly reason: string) {
+    super(`shard ${shard}: ${reason}`);
+  }
+}
+
+function distinctIds(pending: Ref[], dataOf: (r: Ref) => RowData | null): number {
+  const ids = new Set<string>();
+  for (const r of pending) {
+    const d = dataOf(r);
+    if (d) ids.add(d.id);
+  }
+  return ids.size;
+}
+
+const firstLine = (e: unknown): string => String((e as Error)?.message ?? e).split('\n')[0]!;
+
+const round = (x: number) => Math.round(x * 1e6) / 1e6;
+
+async function sleepUnless(ms: number, signal?: AbortSignal): Promise<void> {
+  const { sleep } = await import('../util/sleep');
+  await sleep(ms, signal).catch(() => undefined);
+}
+
+/** The gradient of a held-out batch's loss with respect to the two projection matrices. */
+function heldOutGradient(params: TinyClipParams, h: HeldOut, batch: number, seed: number): { img: number[]; txt: number[] } {
+  const c = params.config;
+  const P = patchCount(c);
+  const K = patchDim(c);
+  const rng = new Rng(seed);
+  const n = Math.min(batch, h.n);
+  const pick = rng.shuffle(Array.from({ length: h.n }, (_, i) => i)).slice(0, n);
+  const stem: StemOutput = { X: new Float32Array(n * P * K), prior: new Float32Array(n * P) };
+  const ids = new Int32Array(n * c.context);
+  const mask = new Float32Array(n * c.context);
+  pick.forEach((j, i) => {
+    stem.X.set(h.stem.X.subarray(j * P * K, (j + 1) * P * K), i * P * K);
+    stem.prior.set(h.stem.prior.subarray(j * P, (j + 1) * P), i * P);
+    ids.set(h.ids.subarray(j * c.context, (j + 1) * c.context), i * c.context);
+    mask.set(h.mask.subarray(j * c.context, (j + 1) * c.context), i * c.context);
+  });
+  const img = imageForwardStem(params, stem, n);
+  const txt = textForward(params, ids, mask, n);
+  const l = clipLoss(img.embeds, txt.embeds, n, c.embed, view(params, 'logit_scale')[0]!);
+  const grad = new Float64Array(params.data.length);
+  imageBackward(params, img, l.dImage, grad);
+  textBackward(params, txt, l.dText, grad);
+  return { img: Array.from(view(params, 'img.proj', grad)), txt: Array.from(view(params, 'txt.proj', grad)) };
+}
+
+/** Per-sample <g_i, g_held> over the projection matrices: dRaw_i^T G pooled_i for each tower. */
+function alignment(
+  params: TinyClipParams,
+  img: ReturnType<typeof imageForwardStem>,
+  txt: ReturnType<typeof textForward>,
+  dImage: ArrayLike<number>,
+  dText: ArrayLike<number>,
+  n: number,
+  G: { img: number[]; txt: number[] },
+): Float64Array {
+  const c = params.config;
+  const E = c.embed;
+  const W = c.width;
+  const out = new Float64Array(n);
+  const tower = (embeds: ArrayLike<number>, norms: Float64Array, d: ArrayLike<number>, pooled: ArrayLike<number>, g: number[]) => {
+    const dRaw = new Float64Array(n * E);
+    normaliseBackward(embeds as Float32Array, norms, d as Float32Array, n, E, dRaw);
+    for (let i = 0; i < n; i++) {
+      let s = 0;
+      for (let e = 0; e < E; e++) {
+        let gp = 0;
+        for (let w = 0; w < W; w++) gp += g[e * W + w]! * pooled[i * W + w]!;
+        s += dRaw[i * E + e]! * gp;
+      }
+      out[i] += s;
+    }
+  };
+  tower(img.embeds, img.norms, dImage, img.pooled, G.img);
+  tower(txt.embeds, txt.norms, dText, txt.pooled, G.txt);
+  return out;
+}
