@@ -1,12 +1,11 @@
 /**
  * Online FLYT feedback (research/algorithms.md A.2: the mixing weights are learned from what helps the
- * downstream model). For every training sample the trainer measures how well its gradient agrees with the
- * gradient of a held-out batch, restricted to the two projection matrices, where a per-sample gradient is
- * one outer product (dRaw_i x pooled_i): h_i = <g_i, g_held>. A step along -g_i lowers the held-out loss by
- * about lr * h_i, so h_i > 0 marks a sample that helps. Over a bounded window of recent samples each scoring
- * feature's Pearson correlation with h is the evidence; the published weight of a feature moves towards
- * that correlation, scaled to the current weights' largest magnitude so the mixed score keeps its spread
- * (soft-cap's alpha depends on it).
+ * downstream model). The trainer scores every fresh sample it trains on with how much it helps
+ * (trainer.ts pairHelp: minus the pair's own contrastive loss under the current model, the reference-model
+ * idea of RHO-LOSS/JEST). Over a bounded window of recent samples each scoring feature's Pearson correlation
+ * with that help is the evidence; the published weight of a feature moves towards that correlation, scaled
+ * to the current weights' largest magnitude so the mixed score keeps its spread (soft-cap's alpha depends
+ * on it).
  */
 export interface FeedbackSample {
   features: Record<string, number>;

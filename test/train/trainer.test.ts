@@ -150,3 +150,16 @@ function ckptState(dir: string): Record<string, unknown> {
   const at = buf.indexOf('\n') + 1;
   return (JSON.parse(buf.subarray(at + 4, at + 4 + buf.readUInt32LE(at)).toString()) as { state: Record<string, unknown> }).state;
 }
+
+test('online FLYT feedback: a planted feature that marks useless samples gets a negative weight within 30 steps', async () => {
+  const planted = join(work, 'planted');
+  // half of the rows carry another image's caption, and only they have scores.planted = 1; `noise` is unrelated
+  await writeTrainShards({ out: planted, events: 1600, seed: 34, rowsPerShard: 50, planted: (i) => i % 2 === 0, scores: (i) => ({ noise: ((i * 2654435761) % 1000) / 1000 }) });
+  const fits: { step: number; weights: Record<string, number>; correlation: Record<string, number> }[] = [];
+  await runTrainer(opts({ from: planted, until: 30, feedbackEvery: 5, heldOut: 64, mixWeights: { clip_score: 1 }, onMixWeights: (w) => void fits.push(w) }));
+  assert.ok(fits.length >= 3, `${fits.length} fits`);
+  const last = fits[fits.length - 1]!;
+  assert.ok(last.correlation.planted! < -0.1, `correlation of planted with helpfulness: ${last.correlation.planted}`);
+  assert.ok(last.weights.planted! < 0, `planted weight ${last.weights.planted}`);
+  assert.ok(last.weights.planted! < last.weights.noise!, JSON.stringify(last.weights));
+});
