@@ -45,7 +45,7 @@ interface HotReloadRun {
  * Curates crawl A with a running curator, publishes one control event, then curates crawl B with the
  * same curator and stops it: the flow of both tests. `n` events per crawl, 2 partitions.
  */
-async function hotReload(name: string, n: number, seeds: [number, number], curateExtra: string[], control: (controlTopic: string) => string[]): Promise<HotReloadRun> {
+async function hotReload(name: string, n: number, seeds: [number, number], curateExtra: string[], control: (controlTopic: string, out: string, work: string) => string[]): Promise<HotReloadRun & { published: string }> {
   const work = mkdtempSync(join(tmpdir(), `${name}-it-`));
   const run = `${process.pid}-${Date.now()}`;
   const topic = `it.${name}.${run}`;
@@ -68,7 +68,7 @@ async function hotReload(name: string, n: number, seeds: [number, number], curat
   );
   const phase1 = await highWatermarks(topic);
   await committedUpTo(out, topic, phase1, 240_000);
-  const pub = await squeeze(['control', ...service, '--control-topic', controlTopic, ...control(controlTopic)]);
+  const pub = await squeeze([...control(controlTopic, out, work), ...service, '--control-topic', controlTopic]);
   assert.equal(pub.code, 0, pub.stderr);
   await new Promise((r) => setTimeout(r, 4000));
   await produce('b.jsonl');
@@ -77,7 +77,7 @@ async function hotReload(name: string, n: number, seeds: [number, number], curat
   (child as ChildProcess | null)?.kill('SIGTERM');
   const done = await curating;
   assert.equal(done.code, 0, done.stderr);
-  return { topic, out, phase1, phase2, stderr: done.stderr };
+  return { topic, out, phase1, phase2, stderr: done.stderr, published: pub.stdout };
 }
 
 const rowsOf = (out: string, columns: string) =>
@@ -88,7 +88,7 @@ const splitAt = <R extends Record<string, unknown>>(rows: R[], phase1: Map<numbe
 });
 
 test('weights published on the control topic change later batches only', { skip }, async () => {
-  const r = await hotReload('control', 240, [31, 32], ['--models', 'none'], () => ['--weights', '{"caption_quality": -2}', '--bias', '1']);
+  const r = await hotReload('control', 240, [31, 32], ['--models', 'none'], () => ['control', '--weights', '{"caption_quality": -2}', '--bias', '1']);
   assert.match(r.stderr, /mixing weights mix-.* from the control topic/);
   const { before, after } = splitAt(await rowsOf(r.out, `score, scores['caption_quality'] AS cq, scores['image_quality'] AS iq, mix_version`), r.phase1);
   assert.ok(before.length > 50 && after.length > 50, `${before.length} rows before, ${after.length} after`);
@@ -116,7 +116,7 @@ test('a bundle version published on the control topic is swapped in between batc
   cpSync(BUILTIN, dir2, { recursive: true });
   const spec = JSON.parse(readFileSync(join(dir2, 'bundle.json'), 'utf8'));
   writeFileSync(join(dir2, 'bundle.json'), JSON.stringify({ ...spec, version: v2 }));
-  const r = await hotReload('bundle', 160, [33, 34], ['--models', 'builtin-shapes'], () => ['--model-version', v2, '--bundle', dir2]);
+  const r = await hotReload('bundle', 160, [33, 34], ['--models', 'builtin-shapes'], () => ['control', '--model-version', v2, '--bundle', dir2]);
   assert.match(r.stderr, new RegExp(`model bundle ${v2} from the control topic`));
   const { before, after } = splitAt(await rowsOf(r.out, 'model_version, len(kept_patches) AS kept'), r.phase1);
   assert.ok(before.length > 40 && after.length > 40, `${before.length} rows before, ${after.length} after`);
@@ -126,4 +126,24 @@ test('a bundle version published on the control topic is swapped in between batc
   // commit records name the model of their range too
   const commits = (await Promise.all([...r.phase2.keys()].map((p) => readCommits(r.out, r.topic, p)))).flat();
   assert.ok(commits.some((c) => c.model_version === v1) && commits.some((c) => c.model_version === v2));
+});
+
+test('squeeze train follows the curator\'s shards, publishes a bundle and mixing weights, and the curator\'s next shards carry them', { skip }, async () => {
+  const r = await hotReload('train', 240, [35, 36], ['--models', 'builtin-shapes'], (_topic, out, work) => [
+    'train', '--shards', out, '--checkpoints', join(work, 'trainer'), '--until', '8', '--train-batch', '16', '--replay-share', '0',
+    '--publish-every', '8', '--feedback-every', '8', '--eval-every', '0', '--progress', 'json',
+  ]);
+  const lines = r.published.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  const published = lines.find((l) => l.event === 'published');
+  const weights = lines.find((l) => l.event === 'mix_weights');
+  assert.ok(published && weights, r.published);
+  const version = String(published.version);
+  assert.match(version, /^builtin-clip-1-t8-[0-9a-f]{8}$/);
+  assert.match(r.stderr, new RegExp(`model bundle ${version} from the control topic`));
+  assert.match(r.stderr, /mixing weights mix-.* from the control topic/);
+  const { before, after } = splitAt(await rowsOf(r.out, 'model_version, mix_version'), r.phase1);
+  assert.ok(before.length > 40 && after.length > 40, `${before.length} rows before, ${after.length} after`);
+  assert.ok(before.every((row) => row.model_version !== version));
+  assert.ok(after.every((row) => row.model_version === version), 'every row after the publication carries the trained version');
+  assert.ok(after.every((row) => String(row.mix_version).startsWith('mix-')), 'and the fitted weights');
 });
