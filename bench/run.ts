@@ -6,6 +6,7 @@
  *   quality   the vision and text branches on gen data with truth, YOLOX on COCO photos
  *   sampling  noisy share of copies written: sieving against dedup + balance + soft-cap
  *   photos    the default photo bundle on held-out real photos (needs a shared/ data directory)
+ *   curation  the same model trained on raw input, sieving and the full chain (held-out recall, tokens, noise)
  *   train     trainer step cost with only the kept patches (FLIP) against every patch
  * Each prints a table and writes bench/results/<name>.json.
  */
@@ -18,6 +19,7 @@ import { benchPhotos } from './photos';
 import { benchQuality } from './quality';
 import { benchSampling } from './sampling';
 import { benchTrain } from './train';
+import { benchCuration } from './curation';
 import { committedEvents, runSqueeze, table, writeResult } from './lib';
 
 /**
@@ -84,6 +86,7 @@ async function main(): Promise<void> {
   if (all || which.includes('sampling')) await benchSampling();
   if (all || which.includes('photos')) await benchPhotos();
   if (all || which.includes('train')) await benchTrain();
+  if (all || which.includes('curation')) await benchCuration();
   if (all || which.includes('kafka')) {
     if (!process.env.SQUEEZE_BROKERS || !process.env.SQUEEZE_REGISTRY) {
       console.log('kafka bench skipped: start deploy/services.sh and eval "$(bash deploy/services.sh env)" first');

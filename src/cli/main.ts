@@ -82,7 +82,7 @@ export async function run(argv: string[]): Promise<number> {
     case 'report':
       return (await import('./report')).reportCommand(cfg, local);
     case 'train':
-      return (await import('./train')).trainCommand(cfg, local, stopSignal());
+      return withTelemetry(cfg, async () => (await import('./train')).trainCommand(cfg, local, stopSignal()));
     case 'replay': {
       const { replayRange } = await import('./replay');
       return withTelemetry(cfg, () => replayRange(cfg, local));

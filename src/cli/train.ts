@@ -48,7 +48,9 @@ export async function trainCommand(cfg: Config, local: Record<string, string | b
     announce = (e) => publishControl(kafka, cfg.registry, cfg.kafka.controlTopic, e);
   }
   const { BundleError } = await import('../train/builtin-model');
+  const { recordTrainer } = await import('../telemetry/telemetry');
   let summary;
+  let tokens = 0;
   try {
     summary = await runTrainer({
       ...TRAINER_DEFAULTS,
@@ -68,15 +70,26 @@ export async function trainCommand(cfg: Config, local: Record<string, string | b
       feedbackEvery: int(local, 'feedback-every', TRAINER_DEFAULTS.feedbackEvery),
       until: local.until === undefined ? null : int(local, 'until', 0, 1),
       follow: local.follow === true,
+      passes: int(local, 'passes', 1, 1),
       pollMs: int(local, 'poll-ms', TRAINER_DEFAULTS.pollMs, 10),
       flip: local['no-flip'] !== true,
+      fullEvery: int(local, 'full-every', TRAINER_DEFAULTS.fullEvery),
       signal,
       log: (line) => process.stderr.write(`squeeze train: ${line}\n`),
       onStep: (s) => {
+        recordTrainer('step', s.step);
+        recordTrainer('loss', s.loss);
+        tokens += s.tokens;
+        recordTrainer('image_tokens', tokens);
         if (s.step % 10 === 0) say({ event: 'step', step: s.step, loss: Math.round(s.loss * 1e4) / 1e4, top1: Math.round(s.top1 * 1e3) / 1e3, tokens: s.tokens, fresh: s.fresh, replayed: s.replayed });
       },
-      onEval: (r) => say({ event: 'eval', ...r }),
+      onEval: (r) => {
+        for (const [dir, k, v] of [['i2t', '1', r.i2t_r1], ['i2t', '5', r.i2t_r5], ['t2i', '1', r.t2i_r1], ['t2i', '5', r.t2i_r5]] as const) recordTrainer('recall', v, { direction: dir, k });
+        recordTrainer('zero_shot', r.zero_shot);
+        say({ event: 'eval', ...r });
+      },
       onPublish: async (p) => {
+        recordTrainer('published_step', p.step, { version: p.version });
         say({ event: 'published', step: p.step, version: p.version, dir: p.dir });
         await announce?.({ kind: 'model_version', model_version: p.version, bundle_uri: p.dir, weights: {}, bias: null, published_at: Date.now(), publisher: 'squeeze train' });
       },

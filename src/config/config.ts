@@ -94,7 +94,9 @@ export const ConfigSchema = z
         rho: z.number().gt(0).max(1).default(0.5),
         /** keep the smallest set of patches holding this share of saliency instead of rho */
         mass: z.number().gt(0).max(1).nullable().default(null),
-        blank: z.boolean().default(true),
+        /** paint the dropped patches in the stored image (smaller shards); off by default: the trainer's
+         * unmasked steps need whole images (docs/TRAINER.md, bench curation) */
+        blank: z.boolean().default(false),
         forceDetectionScore: z.number().min(0).max(1).default(0.5),
         quality: z.number().int().min(1).max(100).default(85),
       })

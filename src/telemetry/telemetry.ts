@@ -67,6 +67,36 @@ export function instruments(): Instruments {
   return current;
 }
 
+const trainerValues = new Map<string, { value: number; attrs: Record<string, string> }>();
+let trainerGauges = false;
+
+/**
+ * The trainer's gauges (squeeze train): step, loss, image tokens, held-out recall@1/5 per direction and
+ * zero-shot accuracy, the model version it last published. Values are kept until the next record.
+ */
+export function recordTrainer(name: 'step' | 'loss' | 'image_tokens' | 'recall' | 'zero_shot' | 'published_step', value: number, attrs: Record<string, string> = {}): void {
+  if (!trainerGauges) {
+    trainerGauges = true;
+    const meter = metrics.getMeter('squeeze');
+    const gauges: Record<string, string> = {
+      step: 'steps the trainer has taken',
+      loss: 'contrastive loss of the last training step',
+      image_tokens: 'image patches through the image tower so far (FLIP: kept patches only)',
+      recall: 'held-out recall (direction i2t or t2i, k 1 or 5)',
+      zero_shot: 'held-out zero-shot accuracy',
+      published_step: 'step of the last published model version (label version)',
+    };
+    for (const [g, description] of Object.entries(gauges)) {
+      meter.createObservableGauge(`squeeze_trainer_${g}`, { description }).addCallback((r) => {
+        for (const [k, v] of trainerValues) if (k.split('|')[0] === g) r.observe(v.value, v.attrs);
+      });
+    }
+  }
+  const key = `${name}|${JSON.stringify(attrs)}`;
+  if (name === 'published_step') for (const k of [...trainerValues.keys()]) if (k.startsWith('published_step|')) trainerValues.delete(k);
+  trainerValues.set(key, { value, attrs });
+}
+
 export function recordLag(n: number): void {
   lagValue = n;
 }

@@ -24,6 +24,7 @@ import {
   Adam,
   clipLoss,
   gatherPatches,
+  initParams,
   imageBackward,
   imageForwardStem,
   imageStem,
@@ -73,6 +74,14 @@ export interface TrainerOptions {
   feedbackEvery: number;
   /** mixing weights the feedback starts from */
   mixWeights: Record<string, number>;
+  /** passes over the committed sequence before the end of input (default 1; with --follow only the first ends) */
+  passes?: number;
+  /** start from the bundle's weights (default) or from a fresh initialisation with the bundle's input standardisation */
+  init?: 'bundle' | 'scratch';
+  /** every this many steps one step feeds every patch (FLIP's unmasked tuning, spread out); 0: never */
+  fullEvery?: number;
+  /** rows to train on (default all): e.g. a CLIP-score threshold for a sieving baseline */
+  rowFilter?: (row: Record<string, unknown>) => boolean;
   onPublish?: (p: { version: string; dir: string; step: number }) => Promise<void> | void;
   onMixWeights?: (w: { weights: Record<string, number>; bias: number; step: number; correlation: Record<string, number> }) => Promise<void> | void;
   onEval?: (r: EvalResult) => void;
@@ -94,6 +103,7 @@ export const TRAINER_DEFAULTS = {
   follow: false,
   pollMs: 2000,
   flip: true,
+  fullEvery: 5,
   heldOut: 256,
   feedbackEvery: 0,
   mixWeights: { clip_score: 1 } as Record<string, number>,
@@ -144,6 +154,8 @@ interface TrainerState {
   published: { step: number; version: string }[];
   feedback: FeedbackState | null;
   skipped: { shard: string; reason: string }[];
+  /** passes completed over the committed sequence */
+  pass?: number;
 }
 
 export interface TrainSummary {
@@ -158,6 +170,11 @@ export async function runTrainer(opts: TrainerOptions): Promise<TrainSummary> {
   const log = opts.log ?? (() => undefined);
   const base: TrainableBundle = await loadTrainable(opts.bundle);
   const params = base.params;
+  if (opts.init === 'scratch') {
+    const fresh = initParams(params.config, hashSeed(opts.seed, 0x5c7a));
+    for (const g of ['img.in_shift', 'img.in_scale'] as const) view(fresh, g).set(view(params, g));
+    params.data.set(fresh.data);
+  }
   const c = params.config;
   const P = patchCount(c);
   const K = patchDim(c);
@@ -218,6 +235,10 @@ export async function runTrainer(opts: TrainerOptions): Promise<TrainSummary> {
     }
     const out: (RowData | null)[] = [];
     for (const r of raw) {
+      if (opts.rowFilter && !opts.rowFilter(r)) {
+        out.push(null);
+        continue;
+      }
       try {
         const pixels = await preprocessBuiltin(r.image as Buffer);
         const stem = imageStem(c, pixels, 1);
@@ -271,6 +292,13 @@ export async function runTrainer(opts: TrainerOptions): Promise<TrainSummary> {
   /** ingests the next committed shard into pending; false when there is none now */
   const ingest = async (): Promise<boolean> => {
     if (queue.length === 0) queue = await pollCommitted(opts.from, state.cursor, (f, why) => log(`skipping ${f}: ${why}`));
+    if (queue.length === 0 && (state.pass ?? 0) + 1 < (opts.passes ?? 1)) {
+      // the next pass over the same committed sequence
+      state.pass = (state.pass ?? 0) + 1;
+      state.cursor = {};
+      queue = await pollCommitted(opts.from, state.cursor);
+      log(`pass ${state.pass + 1} of ${opts.passes}`);
+    }
     const next = queue.shift();
     if (!next) return false;
     advance(state.cursor, next.record);
@@ -357,7 +385,12 @@ export async function runTrainer(opts: TrainerOptions): Promise<TrainSummary> {
       full.X.set(d.stem.X, i * P * K);
       full.prior.set(d.stem.prior, i * P);
     });
-    const g = gatherPatches(c, full, n, batch.map((d) => d.keep));
+    // FLIP with unmasked steps: every fullEvery-th step sees every patch, so attention pooling also learns to
+    // weigh the patches condensation drops, which held-out and curation-time images contain
+    const unmasked = (opts.fullEvery ?? 0) > 0 && (step + 1) % opts.fullEvery! === 0;
+    const allPatches = Array.from({ length: P }, (_, j) => j);
+    const keeps = batch.map((d) => (unmasked ? allPatches : d.keep));
+    const g = gatherPatches(c, full, n, keeps);
     const ids = new Int32Array(n * c.context);
     const mask = new Float32Array(n * c.context);
     batch.forEach((d, i) => {
@@ -381,7 +414,7 @@ export async function runTrainer(opts: TrainerOptions): Promise<TrainSummary> {
     const ls = view(params, 'logit_scale');
     if (ls[0]! > MAX_LOGIT_SCALE) ls[0] = MAX_LOGIT_SCALE;
     step++;
-    const tokens = batch.reduce((a, d) => a + d.keep.length, 0);
+    const tokens = keeps.reduce((a, k) => a + k.length, 0);
     state.tokens += tokens;
     state.samples += n;
     // the fresh copies join the replay buffer (reservoir sampling over every fresh copy seen)

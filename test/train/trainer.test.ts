@@ -12,6 +12,7 @@ import { writeCheckpoint } from '../../src/train/checkpoint';
 import { advance, pollCommitted } from '../../src/train/follow';
 import { runTrainer, type StepInfo, TRAINER_DEFAULTS, type TrainerOptions } from '../../src/train/trainer';
 import { squeeze } from '../helpers/cli';
+import { closedPort } from '../helpers/ports';
 import { writeTrainShards } from '../helpers/train-shards';
 
 const work = mkdtempSync(join(tmpdir(), 'trainer-'));
@@ -68,15 +69,15 @@ test('the read-back parameters compute what the shipped ONNX towers compute', as
   await onnx.close?.();
 });
 
-test('copies never share a batch, each copy is trained on once, and only the kept patches go through the tower', async () => {
+test('copies never share a batch, each copy is trained on once, and only the kept patches go through the tower (but for the unmasked steps)', async () => {
   const steps: StepInfo[] = [];
-  const r = await runTrainer(opts({ replayShare: 0, onStep: (s) => steps.push(s) }));
+  const r = await runTrainer(opts({ replayShare: 0, fullEvery: 5, onStep: (s) => steps.push(s) }));
   assert.equal(r.stopped, 'end');
   const copies = new Map(written.ids.map((id, i) => [id, written.copies[i]!]));
   const seen = new Map<string, number>();
   for (const s of steps) {
     assert.equal(new Set(s.ids).size, s.ids.length, `step ${s.step}: a sample twice in one batch`);
-    assert.equal(s.tokens, 32 * s.ids.length, 'FLIP: 32 kept patches of 64 per image');
+    assert.equal(s.tokens, (s.step % 5 === 0 ? 64 : 32) * s.ids.length, 'FLIP: 32 kept patches of 64 per image, every patch each 5th step');
     for (const id of s.ids) seen.set(id, (seen.get(id) ?? 0) + 1);
   }
   for (const [id, k] of seen) assert.ok(k <= copies.get(id)!, `${id}: ${k} times for ${copies.get(id)} copies`);
@@ -162,4 +163,31 @@ test('online FLYT feedback: a planted feature that marks useless samples gets a 
   assert.ok(last.correlation.planted! < -0.1, `correlation of planted with helpfulness: ${last.correlation.planted}`);
   assert.ok(last.weights.planted! < 0, `planted weight ${last.weights.planted}`);
   assert.ok(last.weights.planted! < last.weights.noise!, JSON.stringify(last.weights));
+});
+
+test('squeeze train --follow serves its step, loss, recall and zero-shot on the Prometheus endpoint and stops on SIGTERM', async () => {
+  const port = await closedPort();
+  let metricsText = '';
+  const r = await squeeze(
+    ['train', '--shards', shards, '--checkpoints', mkdtempSync(join(work, 'ck-prom-')), '--follow', '--poll-ms', '200', '--eval-every', '2', '--held-out', '32', '--prometheus-port', String(port), '--progress', 'json'],
+    {
+      onStart: (p) => {
+        let out = '';
+        let asked = false;
+        p.stdout!.on('data', async (d) => {
+          out += d;
+          if (asked || !out.split('\n').some((l) => l.includes('"event":"eval"') && !l.includes('"step":0'))) return;
+          asked = true;
+          metricsText = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+          p.kill('SIGTERM');
+        });
+      },
+    },
+  );
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /"event":"done".*"stopped":"signal"/);
+  assert.match(metricsText, /squeeze_trainer_recall\{direction="i2t",k="5"[^}]*\} (0\.\d+|1)\n/);
+  assert.match(metricsText, /squeeze_trainer_zero_shot\{[^}]*\} \d/);
+  const step = Number(/squeeze_trainer_step\{[^}]*\} (\d+)/.exec(metricsText)?.[1]);
+  assert.ok(step >= 2, metricsText.slice(0, 500));
 });
