@@ -2,7 +2,7 @@
 import { existsSync, writeFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import type { Config } from '../config/config';
-import { htmlReport, type ReportRow } from '../report/html-report';
+import { htmlReport, type LearningPoint, type ReportRow } from '../report/html-report';
 import { readParquetRows } from '../streams/parquet-rows';
 import { listCommittedPartitions, readCommits, type CommitRecord } from '../streams/shard-log';
 import { plural } from '../util/plural';
@@ -23,7 +23,14 @@ export async function reportCommand(cfg: Config, local: Record<string, string | 
       if (c.shard) rows.push(...((await readParquetRows(join(input, c.shard))) as unknown as ReportRow[]));
     }
   }
-  writeFileSync(cfg.out, htmlReport({ title: basename(resolve(input)), commits, rows, gallery }));
+  let learning: LearningPoint[] | undefined;
+  if (typeof local.trainer === 'string') {
+    const { latestCheckpoint } = await import('../train/checkpoint');
+    const ckpt = await latestCheckpoint<{ evals?: LearningPoint[] }>(local.trainer);
+    if (!ckpt) throw new UserError(`--trainer ${local.trainer}: no trainer checkpoint there`);
+    learning = ckpt.state.evals ?? [];
+  }
+  writeFileSync(cfg.out, htmlReport({ title: basename(resolve(input)), commits, rows, gallery, learning }));
   process.stdout.write(`squeeze: wrote ${cfg.out} (${plural(rows.length, 'row')} from ${plural(commits.length, 'commit record')})\n`);
   return 0;
 }

@@ -37,6 +37,32 @@ export interface ReportInput {
   rows: ReportRow[];
   /** rows shown in the gallery (default 48) */
   gallery?: number;
+  /** the trainer's held-out evaluations (squeeze train checkpoints), drawn as learning curves */
+  learning?: LearningPoint[];
+}
+
+export interface LearningPoint {
+  step: number;
+  mean_r5: number;
+  i2t_r1: number;
+  zero_shot: number;
+}
+
+const CURVES: [keyof LearningPoint, string][] = [['mean_r5', '#4a78b5'], ['i2t_r1', '#1c9c4a'], ['zero_shot', '#c2571a']];
+
+/** Held-out metrics (0..1) against the training step, one polyline per metric. */
+export function learningSvg(points: LearningPoint[]): string {
+  if (points.length === 0) return '';
+  const W = 420;
+  const H = 160;
+  const last = Math.max(1, ...points.map((p) => p.step));
+  const x = (s: number) => ((s / last) * (W - 10)).toFixed(1);
+  const y = (v: number) => (H - v * H).toFixed(1);
+  const lines = CURVES.map(([k, colour]) => `<polyline fill="none" stroke="${colour}" stroke-width="1.5" points="${points.map((p) => `${x(p.step)},${y(p[k] as number)}`).join(' ')}"/>`).join('');
+  const legend = CURVES.map(([k, colour], i) => `<text x="${8 + i * 110}" y="12" style="fill:${colour}">${k}</text>`).join('');
+  return `<figure><svg viewBox="0 -4 ${W} ${H + 20}" width="${W}" height="${H + 24}" role="img" aria-label="held-out learning curve">${lines}${legend}` +
+    `<text x="0" y="${H + 14}">step 0</text><text x="${W}" y="${H + 14}" text-anchor="end">step ${last}</text></svg>` +
+    `<figcaption>trainer, held-out: mean recall@5, image-to-text recall@1, zero-shot (0 to 1)</figcaption></figure>`;
 }
 
 const esc = (s: string): string => s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
@@ -158,6 +184,7 @@ article svg rect.kept{fill:none;stroke:#1c9c4a;stroke-width:1.2}article svg rect
 ${plural(sum((c) => c.dead), 'dead letter')}, ${sum((c) => c.filtered)} filtered. Model: ${esc(models)}.</p>
 <div class="charts">${countTable('dead letters by reason', merge((c) => c.dead_by_reason))}${countTable('filtered by reason', merge((c) => c.filtered_by_reason))}</div>
 <h2>Scores</h2><div class="charts">${charts.join('')}</div>
+${input.learning?.length ? `<h2>Trainer learning curve</h2><div class="charts">${learningSvg(input.learning)}</div>` : ''}
 <h2>Rows (first ${Math.min(rows.length, input.gallery ?? 48)}): stored image, kept patches outlined, dropped ones shaded</h2>
 <div class="gallery">${gallery}</div></body></html>
 `;

@@ -75,3 +75,15 @@ test('report wording: counts agree in number; score entries never break inside a
   assert.match(one, /\.kv\{white-space:nowrap\}/);
   assert.doesNotMatch(one, /word-break:\s*break-all/);
 });
+
+test('report: the trainer\'s held-out evaluations become one polyline per metric, scaled to the last step', () => {
+  const learning = [0, 50, 100].map((step, i) => ({ step, mean_r5: 0.2 + 0.3 * i, i2t_r1: 0.1 * i, zero_shot: 0.5 }));
+  const html = htmlReport({ title: 't', commits: [], rows: [], learning });
+  assert.match(html, /aria-label="held-out learning curve"/);
+  const lines = [...html.matchAll(/<polyline [^>]*points="([^"]+)"/g)].map((m) => m[1]!.split(' '));
+  assert.equal(lines.length, 3);
+  assert.ok(lines.every((pts) => pts.length === 3));
+  // mean_r5 at the last step (0.8) is at x = 410, y = 160 - 0.8 * 160
+  assert.equal(lines[0]![2], '410.0,32.0');
+  assert.doesNotMatch(htmlReport({ title: 't', commits: [], rows: [] }), /learning curve/);
+});
