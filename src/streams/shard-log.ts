@@ -104,20 +104,50 @@ export async function recoverPartition(out: string, topic: string, partition: nu
   const named = new Set<string>();
   for (const c of commits) for (const f of [c.shard, c.dead_letters, c.state]) if (f) named.add(join(out, f));
   const removed: string[] = [];
+  const latest = commits[commits.length - 1];
+  const next = latest ? latest.end_offset + 1 : 0;
   for (const dir of [paths.shards, paths.dlq, paths.state, paths.commits]) {
     for (const name of await listDir(dir)) {
       const p = join(dir, name);
       if (isTemp(name)) {
         await fs.rm(p, { force: true });
         removed.push(p);
-      } else if (dir !== paths.commits && !named.has(p) && (await removeOrphan(out, paths.commits, p))) {
+      } else if (dir !== paths.commits && !named.has(p) && startOf(name) < next && (await removeOrphan(out, paths.commits, p))) {
+        // Only before the next offset: a file at or after it may be a zombie's commit in flight (renamed
+        // into place, record not yet linked). It is left for the commit at that offset, which removes
+        // whatever its record does not name (ShardSink.commit, clearOrphans).
         removed.push(p);
       }
     }
   }
-  const latest = commits[commits.length - 1];
   const state = latest?.state ? await readState(out, latest.state) : undefined;
   return { nextOffset: latest ? latest.end_offset + 1 : null, state, commits, removed };
+}
+
+/** The start offset a shard, dead-letter or state file name begins with (Infinity for other names). */
+export function startOf(name: string): number {
+  const m = /^(\d{20})[-.]/.exec(name);
+  return m ? Number(m[1]) : Infinity;
+}
+
+/**
+ * After a commit record for [start, end] exists, removes the non-temporary files of that range that it
+ * does not name: what a crashed or fenced writer (a zombie) left there, which recovery leaves alone.
+ */
+export async function clearOrphans(out: string, rec: CommitRecord): Promise<string[]> {
+  const paths = partitionPaths(out, rec.topic, rec.partition);
+  const named = new Set([rec.shard, rec.dead_letters, rec.state].filter((f): f is string => !!f).map((f) => join(out, f)));
+  const removed: string[] = [];
+  for (const dir of [paths.shards, paths.dlq, paths.state]) {
+    for (const name of await listDir(dir)) {
+      const p = join(dir, name);
+      const s = startOf(name);
+      if (isTemp(name) || named.has(p) || s < rec.start_offset || s > rec.end_offset) continue;
+      await fs.rm(p, { force: true });
+      removed.push(p);
+    }
+  }
+  return removed;
 }
 
 /**
@@ -135,18 +165,26 @@ async function removeOrphan(out: string, commitsDir: string, p: string): Promise
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
     throw e;
   }
-  const start = /^(\d{20})[-.]/.exec(name)?.[1];
-  let claimed = false;
-  if (start) {
+  const putBack = async () => {
     try {
-      const rec = JSON.parse(await fs.readFile(join(commitsDir, `${start}.json`), 'utf8')) as CommitRecord;
+      await fs.rename(asidePath, p);
+    } catch (e) {
+      // another recovery removed our aside copy as a temporary: the committer writes the file back
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    }
+  };
+  const start = startOf(name);
+  let claimed = false;
+  if (Number.isFinite(start)) {
+    try {
+      const rec = JSON.parse(await fs.readFile(join(commitsDir, `${pad(start)}.json`), 'utf8')) as CommitRecord;
       claimed = [rec.shard, rec.dead_letters, rec.state].some((f) => f && join(out, f) === p);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
     }
   }
   if (claimed) {
-    await fs.rename(asidePath, p);
+    await putBack();
     return false;
   }
   await fs.rm(asidePath, { force: true });

@@ -14,6 +14,7 @@ import { writeRowsParquet, PARQUET_SCHEMA_VERSION } from './parquet-rows';
 import {
   COMMIT_VERSION,
   type CommitRecord,
+  clearOrphans,
   FencedError,
   fsyncDir,
   pad,
@@ -151,6 +152,7 @@ export class ShardSink {
       const winner = JSON.parse(await fs.readFile(commitPath, 'utf8')) as CommitRecord;
       const theirs = new Set([winner.shard, winner.dead_letters, winner.state].filter(Boolean).map((f) => join(this.o.out, f as string)));
       for (const { final } of placed) if (!theirs.has(final)) await fs.rm(final, { force: true });
+      await clearOrphans(this.o.out, winner);
       throw new FencedError(topic, partition, start);
     } finally {
       await fs.rm(tmp, { force: true });
@@ -164,6 +166,7 @@ export class ShardSink {
       await fs.rename(await write(), final);
       await fsyncDir(dirname(final));
     }
+    await clearOrphans(this.o.out, record);
 
     const manifest: ShardManifest | null = shard
       ? {

@@ -45,21 +45,27 @@ test('commit writes the shard, the dead letters, the state and then the commit r
   assert.deepEqual(rec.state, { op: { n: 5 } });
 });
 
-test('recovery deletes temporaries and shards that no commit record names', async () => {
+test('recovery deletes temporaries and unnamed files before the next offset; the commit at the next offset clears the rest', async () => {
   const out = mkdtempSync(join(tmpdir(), 'sink-'));
   const sink = sinkAt(out);
   await sink.commit(chunk(0, 5));
   const p = partitionPaths(out, 'crawl', 0);
-  // what a crash between rename and commit record leaves behind
-  writeFileSync(join(p.shards, '00000000000000000005-00000000000000000009.parquet'), 'orphan');
+  // what a crash between rename and commit record leaves behind (or a zombie's commit still in flight)
+  writeFileSync(join(p.shards, '00000000000000000005-00000000000000000007.parquet'), 'orphan');
   writeFileSync(join(p.shards, '.tmp-00000000000000000005-x.parquet'), 'partial');
-  writeFileSync(join(p.dlq, '00000000000000000005-00000000000000000009.jsonl'), '{}');
+  writeFileSync(join(p.dlq, '00000000000000000005-00000000000000000007.jsonl'), '{}');
   writeFileSync(join(p.commits, '.tmp-00000000000000000005'), '{}');
+  // an unnamed file inside the committed range: nobody can still commit it
+  writeFileSync(join(p.shards, '00000000000000000002-00000000000000000004.parquet'), 'stale');
   const rec = await recoverPartition(out, 'crawl', 0);
   assert.equal(rec.nextOffset, 5);
-  assert.equal(rec.removed.length, 4);
-  assert.deepEqual(readdirSync(p.shards), ['00000000000000000000-00000000000000000004.parquet']);
+  assert.equal(rec.removed.length, 3, rec.removed.join(', '));
+  assert.deepEqual(readdirSync(p.shards).sort(), ['00000000000000000000-00000000000000000004.parquet', '00000000000000000005-00000000000000000007.parquet']);
   assert.equal(readdirSync(p.commits).length, 1);
+  // the next commit (offsets 5-9) names its own files and removes what it does not name in its range
+  await sink.commit(chunk(5, 5));
+  assert.deepEqual(readdirSync(p.shards).sort(), ['00000000000000000000-00000000000000000004.parquet', '00000000000000000005-00000000000000000009.parquet']);
+  assert.deepEqual(readdirSync(p.dlq).sort(), ['00000000000000000000-00000000000000000004.jsonl', '00000000000000000005-00000000000000000009.jsonl']);
 });
 
 test('a second commit of the same start offset is fenced and leaves the winner intact', async () => {
@@ -107,7 +113,7 @@ test('a temporary removed by the new owner\'s recovery fences the commit instead
   assert.equal((await recoverPartition(out, 'crawl', 0)).nextOffset, 5);
 });
 
-test('a recovery that deletes our placed files just before our commit record: the record\'s files are written back', async () => {
+test('a recovery racing our commit at the next offset leaves our placed files, and the record\'s files exist', async () => {
   const out = mkdtempSync(join(tmpdir(), 'sink-'));
   // the CI race: a second curator recovers the partition after our renames and before our link
   const open = fsp.open;
@@ -122,7 +128,7 @@ test('a recovery that deletes our placed files just before our commit record: th
   } finally {
     (fsp as { open: unknown }).open = open;
   }
-  assert.ok(removed.some((p) => p.endsWith('.parquet')), 'the racing recovery did delete our shard');
+  assert.ok(!removed.some((p) => p.endsWith('.parquet')), 'the racing recovery leaves a file at the next offset alone');
   for (const f of [res.record.shard, res.record.dead_letters, res.record.state]) {
     assert.ok(f && existsSync(join(out, f)), `${f} exists after the commit`);
   }
