@@ -10,7 +10,7 @@
  */
 import { constants as fsc, promises as fs } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
-import { basename, dirname, join } from 'node:path';
+import { join } from 'node:path';
 
 export const COMMIT_VERSION = 1;
 
@@ -112,10 +112,12 @@ export async function recoverPartition(out: string, topic: string, partition: nu
       if (isTemp(name)) {
         await fs.rm(p, { force: true });
         removed.push(p);
-      } else if (dir !== paths.commits && !named.has(p) && startOf(name) < next && (await removeOrphan(out, paths.commits, p))) {
-        // Only before the next offset: a file at or after it may be a zombie's commit in flight (renamed
-        // into place, record not yet linked). It is left for the commit at that offset, which removes
-        // whatever its record does not name (ShardSink.commit, clearOrphans).
+      } else if (dir !== paths.commits && !named.has(p) && startOf(name) < next) {
+        // Only before the next offset, where every start already has a record, so no zombie can still
+        // commit there. A file at or after it may be a zombie's commit in flight (renamed into place,
+        // record not yet linked): it is left for the commit at that offset, which removes whatever its
+        // record does not name (ShardSink.commit, clearOrphans).
+        await fs.rm(p, { force: true });
         removed.push(p);
       }
     }
@@ -148,47 +150,6 @@ export async function clearOrphans(out: string, rec: CommitRecord): Promise<stri
     }
   }
   return removed;
-}
-
-/**
- * Deletes a file no commit record named when the records were read, unless a record names it now: a curator
- * that held the partition before a rebalance (a zombie) may link the record for it at this very moment. The
- * file is first moved aside, then the record is looked up again, then it is put back or deleted; the zombie
- * writes back what it finds missing after its link, so either way the record's files exist.
- */
-async function removeOrphan(out: string, commitsDir: string, p: string): Promise<boolean> {
-  const name = basename(p);
-  const asidePath = join(dirname(p), `.tmp-aside-${name}-${process.pid}-${Math.random().toString(36).slice(2)}`);
-  try {
-    await fs.rename(p, asidePath);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw e;
-  }
-  const putBack = async () => {
-    try {
-      await fs.rename(asidePath, p);
-    } catch (e) {
-      // another recovery removed our aside copy as a temporary: the committer writes the file back
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-    }
-  };
-  const start = startOf(name);
-  let claimed = false;
-  if (Number.isFinite(start)) {
-    try {
-      const rec = JSON.parse(await fs.readFile(join(commitsDir, `${pad(start)}.json`), 'utf8')) as CommitRecord;
-      claimed = [rec.shard, rec.dead_letters, rec.state].some((f) => f && join(out, f) === p);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-    }
-  }
-  if (claimed) {
-    await putBack();
-    return false;
-  }
-  await fs.rm(asidePath, { force: true });
-  return true;
 }
 
 export async function readState(out: string, rel: string): Promise<Record<string, unknown>> {

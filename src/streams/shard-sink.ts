@@ -5,7 +5,7 @@
  * Only after that may the caller publish the manifest and commit `end + 1` to Kafka.
  */
 import { promises as fs } from 'node:fs';
-import { dirname, join, relative } from 'node:path';
+import { join, relative } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import type { ShardChunk } from '../operators/roll-shards';
 import type { Sample } from '../operators/sample';
@@ -89,13 +89,12 @@ export class ShardSink {
       }
     };
 
-    // each placed file with the step that writes it, so a file a racing recovery deleted can be written again
-    const placed: { final: string; write: () => Promise<string> }[] = [];
+    const placed: string[] = [];
     const place = async (write: () => Promise<string>, dir: string, name: string): Promise<string> => {
       const final = join(dir, name);
       const tmp = await owned(write);
       await owned(() => fs.rename(tmp, final));
-      placed.push({ final, write });
+      placed.push(final);
       return relative(this.o.out, final);
     };
 
@@ -151,21 +150,13 @@ export class ShardSink {
       // Lost the race to a curator that now owns this partition: leave its files, remove ours.
       const winner = JSON.parse(await fs.readFile(commitPath, 'utf8')) as CommitRecord;
       const theirs = new Set([winner.shard, winner.dead_letters, winner.state].filter(Boolean).map((f) => join(this.o.out, f as string)));
-      for (const { final } of placed) if (!theirs.has(final)) await fs.rm(final, { force: true });
+      for (const final of placed) if (!theirs.has(final)) await fs.rm(final, { force: true });
       await clearOrphans(this.o.out, winner);
       throw new FencedError(topic, partition, start);
     } finally {
       await fs.rm(tmp, { force: true });
     }
     await fsyncDir(paths.commits);
-    // A curator that was assigned this partition may have recovered it between our rename and our link, and
-    // deleted a file then named by no record. The record is ours now, so whatever it names must exist: write
-    // back what is missing. (Recovery re-checks for a record before it deletes, so it cannot delete them again.)
-    for (const { final, write } of placed) {
-      if (await exists(final)) continue;
-      await fs.rename(await write(), final);
-      await fsyncDir(dirname(final));
-    }
     await clearOrphans(this.o.out, record);
 
     const manifest: ShardManifest | null = shard
