@@ -79,6 +79,10 @@ export async function curateKafka(cfg: Config, opts: KafkaRunOptions = {}): Prom
 
   let edge: PartitionedConsumer | null = null;
   let lag: number | null = null;
+  // partitions this process has recovered: --drain waits for its first assignment, so a member whose
+  // group still holds a dead member's temporaries recovers (and cleans) its partitions before it exits
+  let recoveredPartitions = 0;
+  const started = Date.now();
   const curator: Curator = new Curator(cfg, {
     decode: codecs.events.decode,
     fetch: makeFetcher(cfg),
@@ -92,6 +96,7 @@ export async function curateKafka(cfg: Config, opts: KafkaRunOptions = {}): Prom
   edge = new PartitionedConsumer(consumer, cfg.topic, {
     assign: async (topic, partition) => {
       const recovered = await curator.assign(topic, partition);
+      recoveredPartitions++;
       if (recovered !== null) return recovered;
       if (opts.stateFrom) await restoreFrom(curator, opts.stateFrom, topic, partition, opts.startOffsets?.get(partition) ?? 0);
       return opts.startOffsets?.get(partition) ?? null;
@@ -129,7 +134,8 @@ export async function curateKafka(cfg: Config, opts: KafkaRunOptions = {}): Prom
       const ends = opts.endOffsets ?? high;
       lag = await outstanding(cfg.out!, cfg.topic, ends, opts.startOffsets);
       opts.onProgress?.(curator, lag);
-      if ((cfg.drain || replay) && lag === 0) break;
+      // (a member the group gives no partition still stops, after 30 s)
+      if ((cfg.drain || replay) && lag === 0 && (recoveredPartitions > 0 || Date.now() - started > 30_000)) break;
     }
   } finally {
     await shutdown();
