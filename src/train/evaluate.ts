@@ -51,7 +51,7 @@ export async function heldOutSet(params: TinyClipParams, vocab: Record<string, n
 function recall(sim: Float64Array, n: number, rowsAreQueries: boolean, k: number): number {
   let hits = 0;
   for (let q = 0; q < n; q++) {
-    const own = rowsAreQueries ? sim[q * n + q]! : sim[q * n + q]!;
+    const own = sim[q * n + q]!;
     let better = 0;
     for (let j = 0; j < n; j++) {
       if (j === q) continue;

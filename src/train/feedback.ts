@@ -16,7 +16,6 @@ export interface FeedbackState {
   window: FeedbackSample[];
   weights: Record<string, number>;
   bias: number;
-  published: number;
 }
 
 export interface FeedbackOptions {
@@ -29,7 +28,7 @@ export interface FeedbackOptions {
 }
 
 export function initialFeedback(weights: Record<string, number>, bias = 0): FeedbackState {
-  return { window: [], weights: { ...weights }, bias, published: 0 };
+  return { window: [], weights: { ...weights }, bias };
 }
 
 export function observe(state: FeedbackState, s: FeedbackSample, o: FeedbackOptions = {}): void {
@@ -91,6 +90,5 @@ export function fitWeights(state: FeedbackState, o: FeedbackOptions = {}): { wei
     weights[name] = Math.round(w * 1e4) / 1e4;
   }
   state.weights = weights;
-  state.published++;
   return { weights, correlation };
 }

@@ -19,6 +19,7 @@
  * mixing weights from per-sample gradient alignment (feedback.ts) and announces those too.
  */
 import { hashSeed, Rng } from '../gen/rng';
+import { sleep } from '../util/sleep';
 import { readParquetRows } from '../streams/parquet-rows';
 import {
   Adam,
@@ -344,7 +345,7 @@ export async function runTrainer(opts: TrainerOptions): Promise<TrainSummary> {
       if (!(await ingest())) {
         if (!opts.follow) ended = true;
         else {
-          await sleepUnless(opts.pollMs, opts.signal);
+          await sleep(opts.pollMs, opts.signal).catch(() => undefined);
           if (opts.signal?.aborted) break;
         }
       }
@@ -478,10 +479,6 @@ const firstLine = (e: unknown): string => String((e as Error)?.message ?? e).spl
 
 const round = (x: number) => Math.round(x * 1e6) / 1e6;
 
-async function sleepUnless(ms: number, signal?: AbortSignal): Promise<void> {
-  const { sleep } = await import('../util/sleep');
-  await sleep(ms, signal).catch(() => undefined);
-}
 
 /**
  * How much each pair of a batch helps: minus its own symmetric contrastive loss under the current model at a
