@@ -8,6 +8,7 @@
  *   photos    the default photo bundle on held-out real photos (needs a shared/ data directory)
  *   curation  the same model trained on raw input, sieving and the full chain (held-out recall, tokens, noise)
  *   train     trainer step cost with only the kept patches (FLIP) against every patch
+ *   throughput  events per CPU second against a plain Python reference, each stage alone, cores, RSS
  * Each prints a table and writes bench/results/<name>.json.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -20,6 +21,7 @@ import { benchQuality } from './quality';
 import { benchSampling } from './sampling';
 import { benchTrain } from './train';
 import { benchCuration } from './curation';
+import { benchThroughput } from './throughput';
 import { committedEvents, runSqueeze, table, writeResult } from './lib';
 
 /**
@@ -87,6 +89,7 @@ async function main(): Promise<void> {
   if (all || which.includes('photos')) await benchPhotos();
   if (all || which.includes('train')) await benchTrain();
   if (all || which.includes('curation')) await benchCuration();
+  if (all || which.includes('throughput')) await benchThroughput();
   if (all || which.includes('kafka')) {
     if (!process.env.SQUEEZE_BROKERS || !process.env.SQUEEZE_REGISTRY) {
       console.log('kafka bench skipped: start deploy/services.sh and eval "$(bash deploy/services.sh env)" first');

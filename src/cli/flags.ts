@@ -33,6 +33,7 @@ export const FLAGS: FlagSpec[] = [
   { name: 'models', path: 'models', type: 'string', arg: 'DIR', help: 'model bundle: a directory, "photo" (default: real-photo towers + YOLOX-nano), "builtin-shapes" (the generated crawl\'s tiny CLIP) or "none" (no model stages)', commands: CURATE },
   { name: 'detector', path: 'detector', type: 'string', arg: 'FILE', help: 'a YOLOX ONNX file (classes file beside it: coco_classes.txt, classes.txt or <name>.classes.txt) that adds or replaces the bundle\'s detector', commands: CURATE },
   { name: 'threads', path: 'threads', type: 'string', arg: 'N', help: 'onnxruntime threads per model (default 2)', commands: CURATE },
+  { name: 'inference', path: 'inference', type: 'string', arg: 'WHERE', help: 'worker (default: each model runs in its own thread, beside decoding and Parquet encoding) or main (on the event loop)', commands: CURATE },
   { name: 'rho', path: 'condense.rho', type: 'string', arg: 'R', help: 'share of image patches condense keeps (default 0.5)', commands: CURATE },
   { name: 'blank', path: 'condense.blank', type: 'boolean', help: 'paint the dropped patches in stored images (about 38% fewer bytes; trainers then see only the kept patches)', commands: CURATE },
   { name: 'no-blank', path: '@no-blank', type: 'boolean', help: 'store images whole (the default); kept_patches lists the kept patches', commands: CURATE },

@@ -67,6 +67,8 @@ export const ConfigSchema = z
       .default({}),
     /** threads per onnxruntime session */
     threads: z.number().int().min(1).max(64).default(2),
+    /** where onnxruntime runs: in worker threads beside the main event loop (default), or on it */
+    inference: z.enum(['worker', 'main']).default('worker'),
     dedup: z
       .object({
         exact: z.boolean().default(true),

@@ -11,7 +11,7 @@ import { concatMap, filter, from, map, merge, Subject, tap, type SchedulerLike }
 import { type Config, configHash } from '../config/config';
 import type { ImageFetch } from '../operators/fetch-images';
 import { rollShards, type RollInput, type ShardChunk } from '../operators/roll-shards';
-import { type Batch, newSample, partitionKey, type Rejection } from '../operators/sample';
+import { type Batch, newSample, partitionKey, type Rejection, releaseForSink } from '../operators/sample';
 import { StateRegistry } from '../operators/state';
 import type { Coord, CrawlEvent } from '../records';
 import { type CommitRecord, FencedError, readState, recoverPartition } from '../streams/shard-log';
@@ -87,7 +87,10 @@ export class Curator {
       }),
       chain.stateful,
       chain.post,
-      map((batch): RollInput => ({ kind: 'data', batch })),
+      map((batch): RollInput => {
+        for (const s of batch.samples) releaseForSink(s);
+        return { kind: 'data', batch };
+      }),
       // the roller handles each input synchronously, so leaving here lets the next batch in only after it
       tap(() => this.leave()),
     );

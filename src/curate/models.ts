@@ -50,7 +50,7 @@ export async function openModels(cfg: Config): Promise<BundleHolder | null> {
     if (!existsSync(onnx)) throw new Error(`--detector ${cfg.detector}: no such file`);
     detector = { onnx, classes: detectorClasses(onnx) };
   }
-  return new BundleHolder(await loadBundle(dir, { threads: cfg.threads, detector }));
+  return new BundleHolder(await loadBundle(dir, { threads: cfg.threads, offThread: cfg.inference === 'worker', detector }));
 }
 
 /**

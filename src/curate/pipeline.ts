@@ -27,6 +27,8 @@ import { softCap } from '../operators/soft-cap';
 import type { StateRegistry } from '../operators/state';
 import { tag } from '../operators/tag';
 import { validateEvent } from '../operators/validate-event';
+import { forgetResized } from '../models/preprocess';
+import type { ImagePreprocess, ModelBundle } from '../models/types';
 import type { CrawlEvent } from '../records';
 import { recordDomainShare } from '../telemetry/telemetry';
 import { LlmClient } from '../text/llm-client';
@@ -52,10 +54,30 @@ export interface Chain {
   stateful: OperatorFunction<Batch, Batch>;
   /** stateless stages after the stateful section (only for samples that will be written) */
   post: OperatorFunction<Batch, Batch>;
+  /**
+   * The same stages by what they do, in chain order (pre = read, image, model, score): the throughput
+   * bench times each group alone.
+   */
+  groups: Record<'read' | 'image' | 'model' | 'score' | 'stateful' | 'post', OperatorFunction<Batch, Batch>>;
 }
 
 const compose = (stages: OperatorFunction<Batch, Batch>[]): OperatorFunction<Batch, Batch> => (source) =>
   stages.reduce((acc, op) => acc.pipe(op), source);
+
+/** The resized inputs decodeImage prepares for a bundle: its image encoder's and its detector's. */
+export function modelInputs(bundle: ModelBundle): ImagePreprocess[] {
+  return [bundle.vision.preprocess, bundle.detector?.preprocess].filter((p): p is ImagePreprocess => p !== undefined);
+}
+
+/** The model stages are done with the batch: its prepared and cached model inputs go now, not when the samples do. */
+function releaseInputs(holder: BundleHolder): (batch: Batch) => Batch {
+  return (batch) => {
+    const images = batch.samples.flatMap((s) => (s.image ? [s.image.bytes] : []));
+    for (const b of images) forgetResized(b);
+    holder.forBatch(batch).vision.forget?.(images);
+    return batch;
+  };
+}
 
 export function curationChain(cfg: Config, deps: ChainDeps): Chain {
   const l = cfg.limits;
@@ -63,10 +85,12 @@ export function curationChain(cfg: Config, deps: ChainDeps): Chain {
   // the bundle's calibration sets the defaults of enrichment and soft-cap (flags and config win); a bundle
   // swapped in later keeps the chain's values
   const cal = holder?.current.calibration;
-  const pre: OperatorFunction<Batch, Batch>[] = [
+  const read: OperatorFunction<Batch, Batch>[] = [
     decodeEvent({ decode: deps.decode, concurrency: 8 }),
     validateEvent({ maxCaptionChars: l.maxCaptionChars }),
     fetchImages({ fetch: cfg.fetch.enabled ? deps.fetch : null, concurrency: cfg.fetch.concurrency }),
+  ];
+  const image: OperatorFunction<Batch, Batch>[] = [
     decodeImage({
       maxImageBytes: l.maxImageBytes,
       maxPixels: l.maxPixels,
@@ -75,8 +99,12 @@ export function curationChain(cfg: Config, deps: ChainDeps): Chain {
       imageFormat: cfg.output.imageFormat,
       quality: cfg.output.quality,
       concurrency: cfg.concurrency,
+      // the bundle's model inputs come from the same decode (a bundle swapped in meanwhile decodes again)
+      prepare: holder ? () => modelInputs(holder.current) : undefined,
     }),
   ];
+  const model: OperatorFunction<Batch, Batch>[] = [];
+  const score: OperatorFunction<Batch, Batch>[] = [];
   const stateful: OperatorFunction<Batch, Batch>[] = [];
   const post: OperatorFunction<Batch, Batch>[] = [];
   if (cfg.dedup.exact) stateful.push(dedupExact({ memory: cfg.dedup.memory, state: deps.state }));
@@ -94,7 +122,7 @@ export function curationChain(cfg: Config, deps: ChainDeps): Chain {
 
   if (holder) {
     const bundle = (batch: Batch) => holder.forBatch(batch);
-    pre.push(
+    model.push(
       map((batch) => {
         holder.stamp(batch);
         return batch;
@@ -102,7 +130,7 @@ export function curationChain(cfg: Config, deps: ChainDeps): Chain {
       embed({ bundle, batchSize: 32 }),
     );
     if (cfg.tag.enabled) {
-      pre.push(
+      model.push(
         tag({ bundle, threshold: cfg.tag.threshold ?? undefined, source: cfg.tag.source, rho: cfg.tag.rho }),
         domainWatch({
           domain: (batch) => holder.forBatch(batch).calibration?.domain,
@@ -113,7 +141,8 @@ export function curationChain(cfg: Config, deps: ChainDeps): Chain {
       );
     }
   }
-  pre.push(scoreQuality(), mix({ weights: () => deps.weights.current() }));
+  if (holder) model.push(map(releaseInputs(holder)));
+  score.push(scoreQuality(), mix({ weights: () => deps.weights.current() }));
   if (cfg.softCap.enabled) {
     const sc = cfg.softCap;
     // warm-up: frozen statistics of the mixed score, from the config or the mixing weights (stats.score)
@@ -136,5 +165,6 @@ export function curationChain(cfg: Config, deps: ChainDeps): Chain {
       : null;
     post.push(enrich({ threshold: e.threshold ?? cal?.enrich?.threshold ?? DEFAULT_ENRICH_THRESHOLD, llm, maxAdded: e.maxAdded }));
   }
-  return { pre: compose(pre), stateful: compose(stateful), post: compose(post) };
+  const groups = { read, image, model, score, stateful, post };
+  return { pre: compose([...read, ...image, ...model, ...score]), stateful: compose(stateful), post: compose(post), groups: Object.fromEntries(Object.entries(groups).map(([k, v]) => [k, compose(v)])) as Chain['groups'] };
 }

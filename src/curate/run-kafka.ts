@@ -153,7 +153,7 @@ function applyControl(e: ControlEvent, weights: MixWeightsStore, bundle: BundleH
     return;
   }
   if (!bundle || !e.bundle_uri || e.model_version === bundle.version) return;
-  loadBundle(e.bundle_uri, { threads: cfg.threads })
+  loadBundle(e.bundle_uri, { threads: cfg.threads, offThread: cfg.inference === 'worker' })
     .then((next) => bundle.swap(next))
     .then(() => process.stderr.write(`squeeze: model bundle ${bundle.version} from the control topic\n`))
     .catch((err: Error) => process.stderr.write(`squeeze: could not load announced bundle ${e.bundle_uri}: ${err.message.split('\n')[0]}\n`));

@@ -28,7 +28,7 @@ import * as ort from 'onnxruntime-node';
 import { z } from 'zod';
 import { ClipTokenizer } from './clip-tokenizer';
 import { preprocessBatch } from './preprocess';
-import { checkIo, checkShape, declaredShape, openSession } from './session';
+import { checkIo, checkShape, declaredShape, type ModelSession, openSession } from './session';
 import type { ImageEncoding, ImagePreprocess, ModelBundle, ObjectDetector, PatchGrid, TextEncoder, VisionEncoder } from './types';
 import { WordTokenizer, type Tokenizer } from './word-tokenizer';
 import { YoloxDetector } from './yolox';
@@ -302,33 +302,35 @@ export function blankPatches(tensor: Float32Array, offset: number, size: [number
 }
 
 /** The largest batch a model accepts: its static first dim, or unlimited. */
-function batchLimit(session: ort.InferenceSession, input: string): number {
+function batchLimit(session: ModelSession, input: string): number {
   const d = declaredShape(session, input, 'input')?.shape[0];
   return typeof d === 'number' && d > 0 ? d : Infinity;
 }
 
 /** Every input the model has must be one bundle.json names. */
-function checkNoExtraInputs(session: ort.InferenceSession, named: string[], where: string): void {
+function checkNoExtraInputs(session: ModelSession, named: string[], where: string): void {
   const extra = session.inputNames.filter((n) => !named.includes(n));
   if (extra.length) fail(`${where}: the model has input "${extra[0]}" that bundle.json does not name`);
 }
 
 class OnnxVisionEncoder implements VisionEncoder {
   readonly grid: PatchGrid;
+  readonly preprocess: ImagePreprocess;
   private readonly patches: number;
   private readonly maxBatch: number;
 
   constructor(
-    private readonly session: ort.InferenceSession,
+    private readonly session: ModelSession,
     private readonly spec: BundleSpec['vision'],
     private readonly where: string,
   ) {
     this.grid = { rows: spec.grid.rows, cols: spec.grid.cols };
+    this.preprocess = spec.preprocess;
     this.patches = spec.grid.rows * spec.grid.cols;
     this.maxBatch = batchLimit(session, spec.inputs.pixels);
   }
 
-  static check(session: ort.InferenceSession, v: BundleSpec['vision'], where: string): void {
+  static check(session: ModelSession, v: BundleSpec['vision'], where: string): void {
     const P = v.grid.rows * v.grid.cols;
     const [H, W] = v.preprocess.size;
     const inputs = [v.inputs.pixels, ...(v.inputs.mask ? [v.inputs.mask] : [])];
@@ -355,10 +357,14 @@ class OnnxVisionEncoder implements VisionEncoder {
 
   /**
    * Preprocessed pixels per image buffer. The chain encodes the same image twice (embed, then tag on its
-   * kept patches); the second pass reuses the first one's decode and resize. Weak: an entry lives as long
-   * as the image buffer it came from.
+   * kept patches); the second pass reuses the first one's decode and resize. Weak: an entry lives no longer
+   * than the image buffer it came from; the curator `forget`s it as soon as the model stages are done.
    */
   private readonly cache = new WeakMap<Buffer, Float32Array>();
+
+  forget(images: Buffer[]): void {
+    for (const b of images) this.cache.delete(b);
+  }
 
   private async pixels(images: Buffer[], per: number): Promise<{ tensor: Float32Array; dims: [number, number, number, number] }> {
     const p: ImagePreprocess = this.spec.preprocess;
@@ -422,7 +428,7 @@ class OnnxTextEncoder implements TextEncoder {
   private readonly maxBatch: number;
 
   constructor(
-    private readonly session: ort.InferenceSession,
+    private readonly session: ModelSession,
     private readonly spec: BundleSpec['text'],
     readonly tokenizer: Tokenizer,
     private readonly where: string,
@@ -433,7 +439,7 @@ class OnnxTextEncoder implements TextEncoder {
     this.maxBatch = batchLimit(session, spec.inputs.ids);
   }
 
-  static check(session: ort.InferenceSession, t: BundleSpec['text'], context: number, where: string): void {
+  static check(session: ModelSession, t: BundleSpec['text'], context: number, where: string): void {
     const inputs = [t.inputs.ids, ...(t.inputs.mask ? [t.inputs.mask] : [])];
     checkIo(session, { inputs, outputs: [t.outputs.embeds] }, where);
     checkNoExtraInputs(session, inputs, where);
@@ -532,7 +538,7 @@ export async function readBundleSpec(dir: string): Promise<BundleSpec> {
 }
 
 /** Loads a bundle: validates bundle.json, checks the files, opens the sessions and checks their inputs and outputs. */
-export async function loadBundle(dir: string, opts: { threads: number; detector?: { onnx: string; classes: string } }): Promise<OnnxModelBundle> {
+export async function loadBundle(dir: string, opts: { threads: number; offThread?: boolean; detector?: { onnx: string; classes: string } }): Promise<OnnxModelBundle> {
   const read = await readBundleSpec(dir);
   // a detector given on the command line replaces the bundle's (absolute paths, the bundle's thresholds or the defaults)
   const spec: BundleSpec = opts.detector
@@ -543,7 +549,7 @@ export async function loadBundle(dir: string, opts: { threads: number; detector?
   const det = spec.detector ? { onnx: bundleFile(dir, spec.detector.onnx, 'detector.onnx'), classes: bundleFile(dir, spec.detector.classes, 'detector.classes') } : null;
   const tokenizer = await loadTokenizer(dir, spec.text.tokenizer);
 
-  const sessions: ort.InferenceSession[] = [];
+  const sessions: ModelSession[] = [];
   let detector: YoloxDetector | null = null;
   const release = async () => {
     await Promise.all(sessions.map((s) => s.release()));
@@ -569,6 +575,7 @@ export async function loadBundle(dir: string, opts: { threads: number; detector?
         nmsIou: spec.detector.nmsIou,
         maxDetections: spec.detector.maxDetections,
         threads: opts.threads,
+        offThread: opts.offThread,
       });
     }
     return new OnnxModelBundle(dir, spec, new OnnxVisionEncoder(vs, spec.vision, visionFile.shown), new OnnxTextEncoder(ts, spec.text, tokenizer, textFile.shown), detector, release);

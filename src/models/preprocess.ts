@@ -21,7 +21,8 @@
  *   values are identical and the rest differ by one level out of 255 (mean 0.2 levels, max 3-7 on COCO
  *   photos, also for a 7.6x downscale), i.e. under 0.02 of one normalised std. sharp also honours
  *   embedded ICC profiles (converting to sRGB), which PIL ignores, and JPEG decoders may differ by a
- *   level. JPEG shrink-on-load is turned off so the full-resolution pixels are resampled. HF configs
+ *   level. With `fastShrinkOnLoad: false` sharp still shrinks JPEGs on load (by 2, 4 or 8), but leaves at
+ *   least a factor of two to the resize kernel. HF configs
  *   whose `size.shortest_edge` differs from `crop_size` (resize 256, crop 224) cannot be expressed:
  *   here the short side always goes to the crop size.
  * - `letterbox` follows YOLOX `preproc`: r = min(H / h, W / w), resize to (floor(w r), floor(h r)) with
@@ -101,17 +102,81 @@ function checkPreprocess(p: ImagePreprocess): void {
   if (p.std.some((s) => !(s > 0))) throw new Error(`preprocess.std must be positive, got ${JSON.stringify(p.std)}`);
 }
 
+/** The resized uint8 RGB image a preprocessing plan starts from (before padding, scaling and mean/std). */
+export interface Resized {
+  data: Buffer;
+  /** oriented source size */
+  width: number;
+  height: number;
+}
+
+/** Identifies what a resized image is good for: the plan depends on the size and the resize mode only. */
+export const preprocessKey = (p: ImagePreprocess): string => `${p.resize}:${p.size[0]}x${p.size[1]}`;
+
+/** The size `p` resizes a `width` x `height` image to before placing it in the model input. */
+export function resizedSize(width: number, height: number, p: ImagePreprocess): { width: number; height: number } {
+  const pl = plan(width, height, p);
+  return { width: pl.rw, height: pl.rh };
+}
+
+/** Whether the resized image `p` starts from shows the whole image (squash, letterbox) rather than a crop. */
+export const showsWholeImage = (p: ImagePreprocess): boolean => p.resize !== 'shortest-crop';
+
 /**
- * Writes one preprocessed image into `out` at `offset` (CHW) and returns its meta.
+ * Resized images prepared from the one decode of decodeImage, by the encoded bytes they stand for
+ * (weak: an entry lives no longer than its image buffer). preprocess uses one instead of decoding the
+ * bytes again; the curator forgets them once the model stages are done with a batch.
  */
-async function preprocessInto(bytes: Buffer, p: ImagePreprocess, out: Float32Array, offset: number): Promise<PreprocessMeta> {
-  const [H, W] = p.size;
-  const info = await sharp(bytes).metadata();
-  const w = info.autoOrient?.width ?? info.width;
-  const h = info.autoOrient?.height ?? info.height;
+const prepared = new WeakMap<Buffer, Map<string, Resized>>();
+
+export function rememberResized(bytes: Buffer, p: ImagePreprocess, r: Resized): void {
+  let m = prepared.get(bytes);
+  if (!m) prepared.set(bytes, (m = new Map()));
+  m.set(preprocessKey(p), r);
+}
+
+export function forgetResized(bytes: Buffer): void {
+  prepared.delete(bytes);
+}
+
+/**
+ * Resizes decoded sRGB pixels (`raw`, 3 channels, a copy of the oriented image at any scale) to what
+ * `p` needs for a `width` x `height` source: the same plan and kernel as from the encoded bytes.
+ */
+export async function resizeRaw(raw: Buffer, rawWidth: number, rawHeight: number, width: number, height: number, p: ImagePreprocess): Promise<Resized> {
+  const pl = plan(width, height, p);
+  const data = await sharp(raw, { raw: { width: rawWidth, height: rawHeight, channels: 3 } })
+    .resize(pl.rw, pl.rh, { fit: 'fill', kernel: pl.kernel })
+    .raw()
+    .toBuffer();
+  return { data, width, height };
+}
+
+async function resizeBytes(bytes: Buffer, p: ImagePreprocess): Promise<Resized> {
+  return prepared.get(bytes)?.get(preprocessKey(p)) ?? resizeEncoded(bytes, p);
+}
+
+/**
+ * Decodes encoded bytes straight to what `p` resizes them to (sharp's shrink-on-load included), the
+ * pixels the bundle's models were built with. `size` skips reading the header again; `strict` makes
+ * a damaged image an error instead of decoding what can be read (decodeImage's check).
+ */
+export async function resizeEncoded(
+  bytes: Buffer,
+  p: ImagePreprocess,
+  opts: { size?: { width: number; height: number }; strict?: { limitInputPixels: number } } = {},
+): Promise<Resized> {
+  let w = opts.size?.width;
+  let h = opts.size?.height;
+  if (!w || !h) {
+    const info = await sharp(bytes).metadata();
+    w = info.autoOrient?.width ?? info.width;
+    h = info.autoOrient?.height ?? info.height;
+  }
   if (!w || !h) throw new Error('preprocess: image has no size');
   const pl = plan(w, h, p);
-  const { data, info: ri } = await sharp(bytes, { failOn: 'none' })
+  const input = opts.strict ? { failOn: 'error' as const, limitInputPixels: opts.strict.limitInputPixels } : { failOn: 'none' as const };
+  const { data, info: ri } = await sharp(bytes, input)
     .rotate()
     .flatten({ background: '#ffffff' })
     .toColourspace('srgb')
@@ -119,8 +184,19 @@ async function preprocessInto(bytes: Buffer, p: ImagePreprocess, out: Float32Arr
     .removeAlpha()
     .raw({ depth: 'uchar' })
     .toBuffer({ resolveWithObject: true });
-  const C = ri.channels;
-  if (ri.width !== pl.rw || ri.height !== pl.rh || C < 3) throw new Error(`preprocess: resized to ${ri.width}x${ri.height}x${C}, expected ${pl.rw}x${pl.rh}x3`);
+  if (ri.width !== pl.rw || ri.height !== pl.rh || ri.channels !== 3) throw new Error(`preprocess: resized to ${ri.width}x${ri.height}x${ri.channels}, expected ${pl.rw}x${pl.rh}x3`);
+  return { data, width: w, height: h };
+}
+
+/**
+ * Writes one preprocessed image into `out` at `offset` (CHW) and returns its meta.
+ */
+async function preprocessInto(bytes: Buffer, p: ImagePreprocess, out: Float32Array, offset: number): Promise<PreprocessMeta> {
+  const [H, W] = p.size;
+  const { data, width: w, height: h } = await resizeBytes(bytes, p);
+  const pl = plan(w, h, p);
+  if (data.length !== pl.rw * pl.rh * 3) throw new Error(`preprocess: resized image has ${data.length} bytes, expected ${pl.rw}x${pl.rh}x3`);
+  const C = 3;
   const k = p.scale === 255 ? 1 : 1 / 255;
   const plane = H * W;
   const pad = p.pad ?? 114;

@@ -42,11 +42,15 @@ export interface Detection {
 
 export interface VisionEncoder {
   readonly grid: PatchGrid;
+  /** how images are resized for it, when it preprocesses with models/preprocess (decodeImage prepares that once) */
+  readonly preprocess?: ImagePreprocess;
   /**
    * Encodes a batch of images (encoded bytes). `keep`, when given for an image, is a 0/1 mask over
    * the grid: the embedding is then computed on the kept patches only.
    */
   encode(images: Buffer[], keep?: (Uint8Array | null)[]): Promise<ImageEncoding[]>;
+  /** drops what the encoder keeps of these images between calls (the curator is done with them) */
+  forget?(images: Buffer[]): void;
 }
 
 export interface TextEncoder {
@@ -55,6 +59,7 @@ export interface TextEncoder {
 }
 
 export interface ObjectDetector {
+  readonly preprocess?: ImagePreprocess;
   detect(images: Buffer[]): Promise<Detection[][]>;
 }
 

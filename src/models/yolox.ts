@@ -19,7 +19,7 @@
 import { readFile } from 'node:fs/promises';
 import * as ort from 'onnxruntime-node';
 import { preprocessImage } from './preprocess';
-import { checkIo, checkShape, declaredShape, openSession } from './session';
+import { checkIo, checkShape, declaredShape, type ModelSession, openSession } from './session';
 import type { Box, Detection, ImagePreprocess, ObjectDetector } from './types';
 
 export const YOLOX_STRIDES = [8, 16, 32] as const;
@@ -28,6 +28,8 @@ export interface YoloxOptions {
   scoreThreshold: number;
   nmsIou: number;
   threads: number;
+  /** run the model in a worker thread (session.ts) */
+  offThread?: boolean;
   /** at most this many detections per image, best first (default 100) */
   maxDetections?: number;
   /** apply a sigmoid to objectness and class scores (for exports that leave them as logits; default false) */
@@ -139,7 +141,7 @@ export function toSourceBox(d: RawDetection, meta: { width: number; height: numb
 
 export class YoloxDetector implements ObjectDetector {
   private constructor(
-    private readonly session: ort.InferenceSession,
+    private readonly session: ModelSession,
     readonly labels: string[],
     readonly inputSize: [number, number],
     private readonly opts: YoloxOptions,
@@ -148,6 +150,11 @@ export class YoloxDetector implements ObjectDetector {
   ) {}
 
   /** The preprocessing YOLOX expects for an input of `size` [H, W]. */
+  /** the preprocessing of this detector's input size */
+  get preprocess(): ImagePreprocess {
+    return YoloxDetector.preprocess(this.inputSize);
+  }
+
   static preprocess(size: [number, number] = [416, 416]): ImagePreprocess {
     return { size, resize: 'letterbox', mean: [0, 0, 0], std: [1, 1, 1], channels: 'BGR', scale: 255, pad: 114 };
   }
@@ -159,7 +166,7 @@ export class YoloxDetector implements ObjectDetector {
       .filter((l) => l.length > 0);
     if (labels.length === 0) throw new Error(`${classesPath}: no class names`);
     const where = onnxPath.split(/[\\/]/).pop() ?? onnxPath;
-    const session = await openSession(onnxPath, { threads: opts.threads });
+    const session = await openSession(onnxPath, { threads: opts.threads, offThread: opts.offThread });
     try {
       const inputName = session.inputNames[0];
       const outputName = session.outputNames[0];

@@ -1,6 +1,18 @@
 /**
  * decodeImage: decodes each image once with sharp, enforces the image limits of DESIGN 10 and
- * records what every later stage reuses: format, size, a hash of the decoded pixels and the bytes to store.
+ * records what every later stage reuses, so no later stage decodes the image again:
+ * format, size, a content hash, the dHash and the 16x16 colour thumbnail (near duplicates), the
+ * bytes to store, and the resized inputs of the bundle's models (`prepare`, models/preprocess).
+ *
+ * The one decode goes straight to the largest model input that shows the whole image (squash or
+ * letterbox), exactly as the model's own preprocessing decodes it (so scores do not change), with
+ * sharp's shrink-on-load doing most of the downscaling; without models, to a small working size. The
+ * thumbnail, the dHash and any other model input are resized from those pixels. Images re-encoded for
+ * storage (PNG, GIF, TIFF, HEIF, or --image-format) are decoded at full size first, and the model input
+ * then comes from the stored bytes, so the models score what the shard holds.
+ * The content hash is sha256 of the decoded pixels for re-encoded images, else of the encoded bytes:
+ * byte-identical copies are exact duplicates either way; a JPEG re-saved with other metadata is caught
+ * by near-duplicate search (same dHash and thumbnail).
  *
  * @example
  * batches$.pipe(decodeImage({ maxImageBytes: 20 << 20, maxPixels: 40e6, minSide: 32, maxAspect: 8 }))
@@ -8,6 +20,8 @@
 import { createHash } from 'node:crypto';
 import type { OperatorFunction } from 'rxjs';
 import sharp from 'sharp';
+import { rememberResized, resizedSize, resizeEncoded, resizeRaw, showsWholeImage } from '../models/preprocess';
+import type { ImagePreprocess } from '../models/types';
 import { type Batch, forEachKept, kill, type Sample } from './sample';
 import { stage } from './stage';
 
@@ -20,7 +34,14 @@ export interface DecodeImageOptions {
   imageFormat: 'keep' | 'jpeg' | 'webp';
   quality: number;
   concurrency?: number;
+  /** the model inputs to prepare for a batch (the bundle's preprocessing); none by default */
+  prepare?: (batch: Batch) => ImagePreprocess[];
 }
+
+/** side of the colour thumbnail near-duplicate search compares */
+export const THUMB_SIDE = 16;
+/** without models, the working decode keeps this many times the thumbnail's pixels per side */
+export const OVERSAMPLE = 2;
 
 /** The formats DESIGN 2.1 accepts, as sharp names them. */
 const ACCEPTED = new Set(['jpeg', 'png', 'webp', 'gif', 'heif', 'tiff']);
@@ -40,12 +61,13 @@ export function sniffFormat(bytes: Buffer): string | null {
 }
 
 export function decodeImage(options: DecodeImageOptions): OperatorFunction<Batch, Batch> {
-  return stage('decode_image', (batch) =>
-    forEachKept(batch, options.concurrency ?? 4, 'decode_error', (s) => decodeOne(s, options)),
-  );
+  return stage('decode_image', (batch) => {
+    const needs = options.prepare?.(batch) ?? [];
+    return forEachKept(batch, options.concurrency ?? 4, 'decode_error', (s) => decodeOne(s, options, needs));
+  });
 }
 
-async function decodeOne(s: Sample, o: DecodeImageOptions): Promise<void> {
+async function decodeOne(s: Sample, o: DecodeImageOptions, needs: ImagePreprocess[]): Promise<void> {
   const bytes = s.event?.image;
   if (!bytes || bytes.length === 0) return kill(s, 'missing_image', 'no image bytes to decode');
   if (bytes.length > o.maxImageBytes) {
@@ -76,51 +98,115 @@ async function decodeOne(s: Sample, o: DecodeImageOptions): Promise<void> {
   if (Math.max(width, height) / Math.min(width, height) > o.maxAspect) {
     return kill(s, 'bad_aspect_ratio', `${width}x${height} is more extreme than ${o.maxAspect}:1`);
   }
-  let pixels: Buffer;
+  const keepBytes = o.imageFormat === 'keep' && (meta.format === 'jpeg' || meta.format === 'webp');
+  const strict = { limitInputPixels: o.maxPixels };
+  let stored: { bytes: Buffer; mime: string };
+  let contentHash: string;
+  if (keepBytes) {
+    stored = { bytes, mime: `image/${meta.format}` };
+    contentHash = createHash('sha256').update(bytes).digest('hex');
+  } else {
+    // re-encoded for storage: decoded at full size once; the model stages then see the stored bytes
+    try {
+      const pixels = await sharp(bytes, input).rotate().flatten({ background: '#ffffff' }).toColourspace('srgb').removeAlpha().raw({ depth: 'uchar' }).toBuffer();
+      contentHash = createHash('sha256').update(`${width}x${height}:`).update(pixels).digest('hex');
+      stored = await encodeStored(pixels, width, height, o);
+    } catch (e) {
+      return kill(s, 'decode_error', `cannot decode image: ${(e as Error).message}`);
+    }
+  }
+  // the one decode of what is stored: straight to the largest model input that shows the whole image
+  // (the very pixels the models were built with), or to a small working size without models
+  const primary = primaryInput(width, height, needs);
+  let view: { data: Buffer; width: number; height: number };
   try {
-    pixels = await sharp(bytes, input).rotate().removeAlpha().raw().toBuffer();
+    if (primary) {
+      const r = await resizeEncoded(stored.bytes, primary, { size: { width, height }, strict });
+      rememberResized(stored.bytes, primary, r);
+      view = { data: r.data, ...resizedSize(width, height, primary) };
+    } else {
+      const w = workingSize(width, height);
+      const { data, info } = await sharp(stored.bytes, input)
+        .rotate()
+        .flatten({ background: '#ffffff' })
+        .toColourspace('srgb')
+        .resize(w.width, w.height, { fit: 'fill', kernel: 'cubic' })
+        .removeAlpha()
+        .raw({ depth: 'uchar' })
+        .toBuffer({ resolveWithObject: true });
+      if (info.channels !== 3) throw new Error(`decoded to ${info.channels} channels, expected 3`);
+      view = { data, width: info.width, height: info.height };
+    }
   } catch (e) {
     return kill(s, 'decode_error', `cannot decode image: ${(e as Error).message}`);
   }
-  const pixelHash = createHash('sha256').update(`${width}x${height}:`).update(pixels).digest('hex');
-  const stored = await storedBytes(bytes, meta.format, o);
-  s.image = { format: meta.format, width, height, pixelHash, dhash: dhash(pixels, width, height), ...stored };
+  // every other form comes from those pixels
+  const fromView = (w: number, h: number, kernel: 'linear' | 'cubic') =>
+    sharp(view.data, { raw: { width: view.width, height: view.height, channels: 3 } }).resize(w, h, { fit: 'fill', kernel }).raw().toBuffer();
+  const [thumb] = await Promise.all([
+    fromView(THUMB_SIDE, THUMB_SIDE, 'linear'),
+    ...needs.filter((p) => p !== primary).map(async (p) => rememberResized(stored.bytes, p, await resizeRaw(view.data, view.width, view.height, width, height, p))),
+  ]);
+  s.image = { format: meta.format, width, height, contentHash, dhash: dhash(view.data, view.width, view.height), thumb: new Uint8Array(thumb as Buffer), ...stored };
 }
 
-async function storedBytes(bytes: Buffer, format: string, o: DecodeImageOptions): Promise<{ bytes: Buffer; mime: string }> {
-  if (o.imageFormat === 'keep' && (format === 'jpeg' || format === 'webp')) {
-    return { bytes, mime: `image/${format}` };
+/** The need to decode straight to: the largest one that shows the whole image (null: none does). */
+function primaryInput(width: number, height: number, needs: ImagePreprocess[]): ImagePreprocess | null {
+  let best: ImagePreprocess | null = null;
+  let area = 0;
+  for (const p of needs) {
+    if (!showsWholeImage(p)) continue;
+    const r = resizedSize(width, height, p);
+    if (r.width * r.height > area) {
+      best = p;
+      area = r.width * r.height;
+    }
   }
-  const img = sharp(bytes, { limitInputPixels: o.maxPixels }).rotate().flatten({ background: '#ffffff' });
+  return best;
+}
+
+/** Without a model input to decode to: OVERSAMPLE x the thumbnail on the short side, never larger than the image. */
+export function workingSize(width: number, height: number): { width: number; height: number } {
+  const r = (THUMB_SIDE * OVERSAMPLE) / Math.min(width, height);
+  if (r >= 1) return { width, height };
+  return { width: Math.max(1, Math.ceil(width * r)), height: Math.max(1, Math.ceil(height * r)) };
+}
+
+async function encodeStored(pixels: Buffer, width: number, height: number, o: DecodeImageOptions): Promise<{ bytes: Buffer; mime: string }> {
+  const img = sharp(pixels, { raw: { width, height, channels: 3 } });
   if (o.imageFormat === 'webp') return { bytes: await img.webp({ quality: o.quality }).toBuffer(), mime: 'image/webp' };
   return { bytes: await img.jpeg({ quality: o.quality }).toBuffer(), mime: 'image/jpeg' };
 }
 
 /**
  * dHash of RGB pixels: box-average to a 9x8 grey grid, one bit per horizontal neighbour comparison.
- * Computed from the pixels already decoded, so near-duplicate search needs no second decode.
+ * Computed from the pixels of the one decode (usually at reduced scale, so a few thousand pixels).
  */
 export function dhash(rgb: Buffer, width: number, height: number): string {
   const cols = 9;
   const rows = 8;
   const grey = new Float64Array(cols * rows);
   const count = new Float64Array(cols * rows);
+  const cellX = new Int32Array(width);
+  for (let x = 0; x < width; x++) cellX[x] = Math.min(cols - 1, Math.floor((x * cols) / width));
   for (let y = 0; y < height; y++) {
-    const gy = Math.min(rows - 1, Math.floor((y * rows) / height));
-    for (let x = 0; x < width; x++) {
-      const gx = Math.min(cols - 1, Math.floor((x * cols) / width));
-      const i = (y * width + x) * 3;
-      grey[gy * cols + gx] += 0.299 * rgb[i] + 0.587 * rgb[i + 1] + 0.114 * rgb[i + 2];
-      count[gy * cols + gx]++;
+    const base = Math.min(rows - 1, Math.floor((y * rows) / height)) * cols;
+    let i = y * width * 3;
+    for (let x = 0; x < width; x++, i += 3) {
+      const c = base + cellX[x];
+      grey[c] += 0.299 * rgb[i] + 0.587 * rgb[i + 1] + 0.114 * rgb[i + 2];
+      count[c]++;
     }
   }
-  let bits = 0n;
+  let hi = 0;
+  let lo = 0;
+  let bit = 0;
   for (let y = 0; y < rows; y++) {
-    for (let x = 0; x < cols - 1; x++) {
-      const a = grey[y * cols + x] / count[y * cols + x];
-      const b = grey[y * cols + x + 1] / count[y * cols + x + 1];
-      bits = (bits << 1n) | (a > b ? 1n : 0n);
+    for (let x = 0; x < cols - 1; x++, bit++) {
+      const one = grey[y * cols + x] / count[y * cols + x] > grey[y * cols + x + 1] / count[y * cols + x + 1] ? 1 : 0;
+      if (bit < 32) hi = ((hi << 1) | one) >>> 0;
+      else lo = ((lo << 1) | one) >>> 0;
     }
   }
-  return bits.toString(16).padStart(16, '0');
+  return hi.toString(16).padStart(8, '0') + lo.toString(16).padStart(8, '0');
 }

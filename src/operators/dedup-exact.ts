@@ -61,7 +61,7 @@ export function dedupExact(options: DedupExactOptions): OperatorFunction<Batch, 
     const seen = forPartition(partitionKey(batch.topic, batch.partition));
     for (const s of batch.samples) {
       if (s.outcome.kind !== 'keep' || !s.image) continue;
-      const h = s.image.pixelHash.slice(0, 16);
+      const h = s.image.contentHash.slice(0, 16);
       if (seen.seen(h)) filter(s, 'duplicate_exact');
       else seen.add(h);
     }

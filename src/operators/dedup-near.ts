@@ -108,7 +108,8 @@ export async function imageThumbnail(bytes: Buffer): Promise<Uint8Array> {
   return new Uint8Array(out);
 }
 
-const defaultThumbnail: ThumbnailSource = (s) => (s.image ? imageThumbnail(s.image.bytes).catch(() => null) : null);
+/** decodeImage's thumbnail when it made one, else one more (shrink-on-load) decode of the stored bytes */
+const defaultThumbnail: ThumbnailSource = (s) => (s.image ? (s.image.thumb ?? imageThumbnail(s.image.bytes).catch(() => null)) : null);
 
 /** What one sample (or remembered entry) offers for comparison. */
 interface Features {

@@ -16,10 +16,12 @@ export interface DecodedImage {
   format: string;
   width: number;
   height: number;
-  /** sha256 of the decoded RGB pixels, hex */
-  pixelHash: string;
+  /** sha256, hex, of the decoded pixels (images decoded at full size) or of the encoded bytes (decodeImage) */
+  contentHash: string;
   /** 64-bit difference hash (dHash) of the decoded pixels, 16 hex chars: near duplicates differ in few bits */
   dhash: string;
+  /** 16x16 RGB thumbnail (row-major, 768 bytes) for near-duplicate search, when decodeImage made one */
+  thumb?: Uint8Array;
   /** the bytes to store and their mime type */
   bytes: Buffer;
   mime: string;
@@ -139,4 +141,25 @@ export async function forEachKept(
 export function oneLine(e: unknown): string {
   const msg = e instanceof Error ? e.message : String(e);
   return msg.replace(/\s+/g, ' ').trim().slice(0, 500);
+}
+
+/**
+ * Releases what the sink will not read once a sample has been through the chain: an open shard holds
+ * its samples until it commits (up to shard.maxRows rows, with every filtered and dead sample between),
+ * so without this memory would grow with the shard. Rows keep their stored bytes, fields and scores;
+ * dead letters keep the original record; filtered samples keep only their offset and reason.
+ */
+export function releaseForSink(s: Sample): void {
+  if (s.event) s.event.image = null;
+  if (s.image) s.image.thumb = undefined;
+  s.detections = null;
+  if (s.outcome.kind === 'keep') {
+    s.raw = null;
+    return;
+  }
+  s.image = null;
+  s.model = null;
+  s.tags = null;
+  s.condensed = null;
+  if (s.outcome.kind === 'filtered') s.raw = null;
 }

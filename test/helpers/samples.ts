@@ -24,7 +24,7 @@ export function keptSample(offset: number, opts: { topic?: string; partition?: n
     format: 'jpeg',
     width: 64,
     height: 64,
-    pixelHash: opts.hash ?? `${offset}`.padStart(64, '0'),
+    contentHash: opts.hash ?? `${offset}`.padStart(64, '0'),
     dhash: '0'.repeat(16),
     bytes: Buffer.alloc(opts.bytes ?? 100, 1),
     mime: 'image/jpeg',

@@ -53,7 +53,7 @@ test('decodes a JPEG once: size, format, pixel hash, stored bytes kept as-is', a
   assert.equal(s.image!.height, 80);
   assert.equal(s.image!.mime, 'image/jpeg');
   assert.ok(s.image!.bytes.equals(jpeg));
-  assert.match(s.image!.pixelHash, /^[0-9a-f]{64}$/);
+  assert.match(s.image!.contentHash, /^[0-9a-f]{64}$/);
 });
 
 test('PNG is re-encoded as JPEG; the same pixels hash the same whatever the container', async () => {
@@ -62,7 +62,7 @@ test('PNG is re-encoded as JPEG; the same pixels hash the same whatever the cont
   const a = await decode(png);
   const b = await decode(tiff);
   assert.equal(a.image!.mime, 'image/jpeg');
-  assert.equal(a.image!.pixelHash, b.image!.pixelHash);
+  assert.equal(a.image!.contentHash, b.image!.contentHash);
   const c = await decode(await img(64, 64).png().toBuffer(), { ...opts, imageFormat: 'webp' });
   assert.equal(c.image!.mime, 'image/webp');
 });
@@ -130,4 +130,58 @@ test('dHash: a re-encoded, resized or slightly cropped copy stays within a few b
   }
   const far = bitsApart(h0, await hash(other));
   assert.ok(far > 12, `a different picture is farther than any near copy, got ${far}`);
+});
+
+test('with a bundle\'s inputs to prepare, the one decode gives the model exactly the pixels of its own preprocessing', async () => {
+  const { forgetResized, preprocessImage } = await import('../../src/models/preprocess');
+  const { YoloxDetector } = await import('../../src/models/yolox');
+  const squash = { size: [64, 64] as [number, number], resize: 'squash' as const, mean: [0.5, 0.5, 0.5] as [number, number, number], std: [0.25, 0.25, 0.25] as [number, number, number], channels: 'RGB' as const, scale: 1 as const };
+  const letterbox = YoloxDetector.preprocess([96, 96]);
+  // smooth photo-like content with edges, so a different resampling path would show
+  const w = 300;
+  const h = 200;
+  const px = Buffer.alloc(w * h * 3);
+  for (let i = 0; i < w * h; i++) {
+    const x = i % w;
+    const y = Math.floor(i / w);
+    px[i * 3] = Math.round(128 + 100 * Math.sin(x / 13) * Math.cos(y / 9));
+    px[i * 3 + 1] = (x - 150) ** 2 + (y - 100) ** 2 < 60 ** 2 ? 230 : 40;
+    px[i * 3 + 2] = Math.round((255 * x) / w);
+  }
+  const jpeg = await sharp(px, { raw: { width: w, height: h, channels: 3 } }).jpeg({ quality: 85 }).toBuffer();
+  const direct = await Promise.all([preprocessImage(jpeg, squash), preprocessImage(jpeg, letterbox)]);
+  const s = newSample({ topic: 't', partition: 0, offset: 0 }, Buffer.from('x'));
+  s.event = event('a', { image: jpeg });
+  const out = await firstValueFrom(of(batchOf([s])).pipe(decodeImage({ ...opts, prepare: () => [squash, letterbox] })));
+  const img = out.samples[0].image!;
+  assert.ok(img.bytes.equals(jpeg));
+  assert.equal(img.thumb?.length, 16 * 16 * 3);
+  assert.equal(img.contentHash, (await import('node:crypto')).createHash('sha256').update(jpeg).digest('hex'));
+  // the largest whole-image input (the letterbox) is decoded exactly as preprocess decodes it
+  const viaDecode = await preprocessImage(img.bytes, letterbox);
+  assert.deepEqual(Array.from(viaDecode.tensor), Array.from(direct[1].tensor));
+  assert.deepEqual(viaDecode.meta, direct[1].meta);
+  // the smaller one is resized from those pixels: close to the direct path, and what the encoder gets
+  const small = await preprocessImage(img.bytes, squash);
+  let diff = 0;
+  for (let i = 0; i < small.tensor.length; i++) diff += Math.abs(small.tensor[i] - direct[0].tensor[i]) * 0.25 * 255;
+  assert.ok(diff / small.tensor.length < 3, `mean difference ${(diff / small.tensor.length).toFixed(2)} levels`);
+  // once forgotten, preprocess decodes the bytes itself again
+  forgetResized(img.bytes);
+  assert.deepEqual(Array.from((await preprocessImage(img.bytes, squash)).tensor), Array.from(direct[0].tensor));
+});
+
+test('what the sink does not read is released: rows keep bytes and fields, filtered samples only their offset', async () => {
+  const { releaseForSink } = await import('../../src/operators/sample');
+  const jpeg = await img(80, 60).jpeg().toBuffer();
+  const kept = await decode(jpeg);
+  const filtered = await decode(jpeg);
+  filtered.outcome = { kind: 'filtered', reason: 'duplicate_exact' };
+  const dead = await decode(Buffer.from('garbage'));
+  for (const s of [kept, filtered, dead]) releaseForSink(s);
+  assert.ok(kept.image && kept.image.bytes.equals(jpeg) && kept.image.thumb === undefined && kept.raw === null && kept.event?.image === null);
+  assert.equal(filtered.image, null);
+  assert.equal(filtered.raw, null);
+  assert.equal(dead.outcome.kind, 'dead');
+  assert.ok(dead.raw && dead.raw.length > 0, 'a dead letter keeps the original record');
 });

@@ -55,6 +55,6 @@ test('state snapshot restores the same decisions (restart and replay)', async ()
 test('samples already dropped upstream are left alone', async () => {
   const s = keptSample(0);
   s.outcome = { kind: 'dead', reason: 'decode_error', message: 'x' };
-  const out = await run(dedupExact({ memory: 10 }), [batchOf([s, keptSample(1, { hash: s.image!.pixelHash })])]);
+  const out = await run(dedupExact({ memory: 10 }), [batchOf([s, keptSample(1, { hash: s.image!.contentHash })])]);
   assert.deepEqual(out[0].samples.map((x) => x.outcome.kind), ['dead', 'keep']);
 });

@@ -2,6 +2,7 @@
  * Locked features of photos through the SqueezeNet tower (features mode), for training and calibration.
  * Views: 1 is the image as it is, 2 adds its mirror image (flipped in the preprocessed tensor).
  */
+import type { ModelSession } from '../session';
 import { readFile } from 'node:fs/promises';
 import * as ort from 'onnxruntime-node';
 import { preprocessBatch } from '../preprocess';
@@ -27,7 +28,7 @@ function mirror(t: Float32Array, offset: number, H: number, W: number): void {
 }
 
 /** Features [paths * views, FEATURE_DIM] and the CAM saliency [paths * views, 169], in path order. */
-export async function photoFeatures(session: ort.InferenceSession, paths: (string | Buffer)[], views: 1 | 2, onProgress?: (done: number) => void): Promise<{ X: Float32Array; cam: Float32Array }> {
+export async function photoFeatures(session: ModelSession, paths: (string | Buffer)[], views: 1 | 2, onProgress?: (done: number) => void): Promise<{ X: Float32Array; cam: Float32Array }> {
   const P = SQUEEZENET.grid * SQUEEZENET.grid;
   const [H, W] = PHOTO_PREPROCESS.size;
   const per = 3 * H * W;
