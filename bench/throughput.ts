@@ -110,7 +110,8 @@ function pythonVenv(): string {
 
 async function python(input: string, out: string): Promise<Measured & { rows: number; report: Record<string, unknown> }> {
   const py = pythonVenv();
-  const r = await runChild(py, [join(ROOT, 'bench', 'python', 'reference.py'), '--input', input, '--out', out, '--models', join(ROOT, 'models', 'builtin')]);
+  // --embed-all: the models see every decoded image, as in Squeeze's chain (its model pass comes before dedup)
+  const r = await runChild(py, [join(ROOT, 'bench', 'python', 'reference.py'), '--input', input, '--out', out, '--models', join(ROOT, 'models', 'builtin'), '--embed-all']);
   if (r.code !== 0) throw new Error(`python reference failed: ${r.stderr.slice(-2000)}`);
   const report = JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, number> & Record<string, unknown>;
   // the reference times its own loop (imports and model loading excluded, as for Squeeze below)

@@ -216,6 +216,15 @@ class Models:
         mask_name = self.t_in.get("mask")
         self.mask_dtype = np.int32 if mask_name and types[mask_name] == "tensor(int32)" else np.int64
 
+    def pixels_pil(self, raw, fmt, w, h, orientation, im):
+        """CHW float32 model input the way a Python pipeline would write it: PIL's own bicubic resize
+        of the decoded, oriented image, then (v * scale - mean) / std."""
+        a = np.asarray(orient(im, orientation).resize((self.w, self.h), Image.BICUBIC), dtype=np.float32) * self.scale
+        if self.bgr:
+            a = a[:, :, ::-1]
+        a = (a - self.mean) / self.std
+        return a.transpose(2, 0, 1)
+
     def pixels(self, raw, fmt, w, h, orientation, im):
         """CHW float32 model input, as Squeeze's sharp pipeline makes it: (JPEG shrink-on-load) ->
         cubic squash resize of the stored orientation -> orientation -> (v * scale - mean) / std.
@@ -331,10 +340,18 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--near-bits", type=int, default=NEAR_BITS,
                     help="near-dup Hamming radius on dHash (default 10; -1 turns near dedup off)")
+    ap.add_argument("--resize", choices=["pil", "exact"], default="pil",
+                    help="pil (default): PIL's bicubic, as a Python pipeline would; exact: sharp's pixels "
+                         "reproduced in numpy (slower; for comparing clip_score with Squeeze)")
+    ap.add_argument("--embed-all", action="store_true",
+                    help="run the models on every decoded image, duplicates too, as Squeeze's chain does "
+                         "(its one model pass comes before dedup); rows are still written for non-duplicates only")
     args = ap.parse_args()
 
     models = Models(args.models, args.threads)
+    load_cpu = resource.getrusage(resource.RUSAGE_SELF)
     load_seconds = time.perf_counter() - T_START
+    pixels = models.pixels if args.resize == "exact" else models.pixels_pil
     t0 = time.perf_counter()
 
     # model includes preprocess (resize + normalise), which is also reported on its own
@@ -348,12 +365,13 @@ def main():
 
     def flush():
         t = time.perf_counter()
-        pix = np.stack([models.pixels(b[2], *b[3]) for b in batch]).astype(np.float32)
+        pix = np.stack([pixels(b[2], *b[3]) for b in batch]).astype(np.float32)
         stages["preprocess"] += time.perf_counter() - t
         embeds, scores = models.encode(pix, [b[1] for b in batch])
         t2 = time.perf_counter()
         stages["model"] += t2 - t
-        writer.write([b[0] for b in batch], [b[1] for b in batch], [b[2] for b in batch], scores, embeds)
+        keep = [i for i, b in enumerate(batch) if not b[4]]
+        writer.write([batch[i][0] for i in keep], [batch[i][1] for i in keep], [batch[i][2] for i in keep], scores[keep], embeds[keep])
         stages["write"] += time.perf_counter() - t2
         batch.clear()
 
@@ -392,22 +410,22 @@ def main():
             stages["decode"] += t2 - t
 
             digest = hashlib.sha256(f"{im.width}x{im.height}:".encode() + im.tobytes()).digest()
-            if digest in seen:
-                filtered += 1
-                stages["hash"] += time.perf_counter() - t2
-                continue
-            seen.add(digest)
-            dh = dhash(im)
-            n = min(near_count, NEAR_WINDOW)
-            if n and popcount64(near[:n] ^ dh).min() <= args.near_bits:
-                filtered += 1
-                stages["hash"] += time.perf_counter() - t2
-                continue
-            near[near_count % NEAR_WINDOW] = dh
-            near_count += 1
+            dup = digest in seen
+            if not dup:
+                seen.add(digest)
+                dh = dhash(im)
+                n = min(near_count, NEAR_WINDOW)
+                dup = bool(n) and int(popcount64(near[:n] ^ dh).min()) <= args.near_bits
+                if not dup:
+                    near[near_count % NEAR_WINDOW] = dh
+                    near_count += 1
             stages["hash"] += time.perf_counter() - t2
+            if dup:
+                filtered += 1
+                if not args.embed_all:
+                    continue
 
-            batch.append((ev_id, caption, raw, (fmt, w, h, orientation, base)))
+            batch.append((ev_id, caption, raw, (fmt, w, h, orientation, base), dup))
             if len(batch) >= args.batch:
                 flush()
     if batch:
@@ -426,6 +444,9 @@ def main():
         "seconds": round(seconds, 4),
         "load_seconds": round(load_seconds, 4),
         "cpu_seconds": round(ru.ru_utime + ru.ru_stime, 4),
+        "load_cpu_seconds": round(load_cpu.ru_utime + load_cpu.ru_stime, 4),
+        "resize": args.resize,
+        "embed_all": args.embed_all,
         "peak_rss_mb": round(ru.ru_maxrss / 1024, 1),
         "stages": {k: round(v, 4) for k, v in stages.items()},
         "files": writer.files,

@@ -65,6 +65,9 @@ function sessionOptions(opts: SessionOptions): ort.InferenceSession.SessionOptio
     graphOptimizationLevel: 'all',
     // errors only: onnxruntime's warnings (shape-merge fallbacks, unused initialisers) are noise for users
     logSeverityLevel: 3,
+    // idle intra-op threads sleep instead of spinning: on a machine whose cores also decode images,
+    // spinning burns the CPU the decoders need
+    extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } },
   };
 }
 
