@@ -22,6 +22,7 @@ import type { OperatorFunction } from 'rxjs';
 import sharp from 'sharp';
 import { rememberResized, resizedSize, resizeEncoded, resizeRaw, showsWholeImage } from '../models/preprocess';
 import type { ImagePreprocess } from '../models/types';
+import { THUMB_SIDE } from './dedup-near';
 import { type Batch, forEachKept, kill, type Sample } from './sample';
 import { stage } from './stage';
 
@@ -38,8 +39,6 @@ export interface DecodeImageOptions {
   prepare?: (batch: Batch) => ImagePreprocess[];
 }
 
-/** side of the colour thumbnail near-duplicate search compares */
-export const THUMB_SIDE = 16;
 /** without models, the working decode keeps this many times the thumbnail's pixels per side */
 export const OVERSAMPLE = 2;
 

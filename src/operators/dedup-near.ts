@@ -28,8 +28,9 @@
  *    re-encodes and 76 % of resized copies; at maxBits 4 it still filters 2.5 % of originals. Use it only
  *    where neither embeddings nor thumbnails are available.
  *
- * Thumbnails (16x16 RGB, 768 bytes) come from `thumbnails`: `true` (default) decodes the stored image bytes
- * once more with sharp at thumbnail size (shrink-on-load; about 3-5 ms per image); a function supplies them
+ * Thumbnails (16x16 RGB, 768 bytes) come from `thumbnails`: `true` (default) takes the one decodeImage made
+ * from its single decode, else decodes the stored bytes once more with sharp at thumbnail size
+ * (shrink-on-load; about 3-5 ms per image); a function supplies them
  * instead (every sample of a partition must get them the same way); `false` turns them off.
  *
  * ## Memory and state
