@@ -172,7 +172,9 @@ export const ConfigSchema = z
     telemetry: z
       .object({
         prometheusPort: z.number().int().min(0).max(65535).nullable().default(null),
-        traces: z.enum(['none', 'console']).default('none'),
+        traces: z.enum(['none', 'console', 'otlp']).default('none'),
+        /** share of traces sampled where the record carries no sampling decision of its own */
+        traceRatio: z.number().min(0).max(1).default(0.1),
       })
       .default({}),
   })

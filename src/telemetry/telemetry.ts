@@ -1,17 +1,55 @@
 /**
  * OpenTelemetry wiring (DESIGN 9): spans per batch per operator (see operators/stage.ts), counters per
- * stage and reason, lag and commit metrics; a Prometheus endpoint and console traces, both optional.
+ * stage and reason, lag and commit metrics; a Prometheus endpoint, and traces to the console or over
+ * OTLP/HTTP (parent-based ratio sampling), all optional.
  * Instruments are created on first use, after `startTelemetry` has installed the providers.
  */
 import { metrics, trace, type Counter, type Histogram, type ObservableGauge } from '@opentelemetry/api';
 import { PrometheusExporter } from '@opentelemetry/exporter-prometheus';
+import { resourceFromAttributes } from '@opentelemetry/resources';
 import { MeterProvider } from '@opentelemetry/sdk-metrics';
-import { BasicTracerProvider, ConsoleSpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
+import {
+  BasicTracerProvider,
+  BatchSpanProcessor,
+  ConsoleSpanExporter,
+  ParentBasedSampler,
+  type ReadableSpan,
+  SimpleSpanProcessor,
+  type SpanExporter,
+  TraceIdRatioBasedSampler,
+} from '@opentelemetry/sdk-trace-base';
 
 export interface TelemetryOptions {
   prometheusPort: number | null;
-  traces: 'none' | 'console';
+  /** otlp: OTLP/HTTP to the endpoint of the standard OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT variables */
+  traces: 'none' | 'console' | 'otlp';
+  /** share of traces sampled where no parent decided (parent-based ratio); default 0.1 */
+  traceRatio?: number;
 }
+
+type ExportDone = Parameters<SpanExporter['export']>[1];
+
+let droppedSpans = 0;
+
+/** Spans that could not be exported (endpoint down, queue full at shutdown): counted, never retried, never waited for. */
+class CountingExporter implements SpanExporter {
+  constructor(private readonly inner: SpanExporter) {}
+  export(spans: ReadableSpan[], done: ExportDone): void {
+    this.inner.export(spans, (r) => {
+      if (r.code !== 0) droppedSpans += spans.length;
+      done(r);
+    });
+  }
+  shutdown(): Promise<void> {
+    return this.inner.shutdown();
+  }
+  forceFlush(): Promise<void> {
+    return this.inner.forceFlush?.() ?? Promise.resolve();
+  }
+}
+
+/** Spans dropped by the OTLP exporter so far (also the squeeze_spans_dropped_total metric). */
+export const spansDropped = (): number => droppedSpans;
 
 export interface Instruments {
   decisions: Counter;
@@ -41,6 +79,19 @@ export function startTelemetry(o: TelemetryOptions): { prometheusUrl: string | n
     trace.setGlobalTracerProvider(provider);
     shutdowns.push(() => provider.shutdown());
   }
+  if (o.traces === 'otlp') {
+    // loaded only when asked for; the exporter reads the endpoint and headers from OTEL_EXPORTER_OTLP_*
+    const { OTLPTraceExporter } = require('@opentelemetry/exporter-trace-otlp-http') as typeof import('@opentelemetry/exporter-trace-otlp-http');
+    const exporter = new CountingExporter(new OTLPTraceExporter({ timeoutMillis: 5000 }));
+    const provider = new BasicTracerProvider({
+      resource: resourceFromAttributes({ 'service.name': process.env.OTEL_SERVICE_NAME ?? 'squeeze' }),
+      sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(o.traceRatio ?? 0.1) }),
+      // a bounded queue, exported in the background: an unreachable endpoint drops spans, it never slows curation
+      spanProcessors: [new BatchSpanProcessor(exporter, { maxQueueSize: 4096, maxExportBatchSize: 512, scheduledDelayMillis: 1000, exportTimeoutMillis: 5000 })],
+    });
+    trace.setGlobalTracerProvider(provider);
+    shutdowns.push(() => provider.shutdown());
+  }
   current = null;
   return { prometheusUrl };
 }
@@ -56,6 +107,7 @@ export function instruments(): Instruments {
   lag.addCallback((r) => r.observe(lagValue));
   const domainOutShare = meter.createObservableGauge('squeeze_domain_out_share', { description: 'share of recent images below the model bundle\'s calibrated confidence floor (domain check)' });
   domainOutShare.addCallback((r) => r.observe(domainShare));
+  meter.createObservableCounter('squeeze_spans_dropped_total', { description: 'spans the OTLP exporter could not deliver' }).addCallback((r) => r.observe(droppedSpans));
   current = {
     decisions: meter.createCounter('squeeze_decisions_total', { description: 'samples dropped per stage, outcome and reason' }),
     stageSeconds: meter.createHistogram('squeeze_stage_batch_seconds', { description: 'time per batch per stage', unit: 's' }),

@@ -1,0 +1,68 @@
+/**
+ * `--traces otlp`: spans reach an OTLP/HTTP receiver (a plain HTTP server here, reading the JSON the
+ * exporter posts), named per stage with the partition and batch size; an endpoint that refuses
+ * connections costs the run nothing but the spans.
+ */
+import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { squeeze } from '../helpers/cli';
+
+interface OtlpSpan { name: string; traceId: string; spanId: string; attributes: { key: string; value: Record<string, unknown> }[] }
+interface OtlpBody { resourceSpans: { resource: { attributes: { key: string; value: { stringValue?: string } }[] }; scopeSpans: { spans: OtlpSpan[] }[] }[] }
+
+const dir = mkdtempSync(join(tmpdir(), 'otlp-'));
+const args = (out: string, ratio: string) => ['curate', '--demo', '40', '--demo-kind', 'generated', '--models', 'builtin-shapes', '--out', out, '--progress', 'off', '--traces', 'otlp', '--trace-ratio', ratio];
+const accounting = (stdout: string) => stdout.match(/accounting\s+([\d +=]+of \d+ events)/)?.[1];
+
+test('every stage\'s spans reach the OTLP receiver, as service squeeze', async () => {
+  const bodies: OtlpBody[] = [];
+  const server = createServer((req, res) => {
+    let body = '';
+    req.on('data', (d) => (body += d));
+    req.on('end', () => {
+      if (req.url === '/v1/traces') bodies.push(JSON.parse(body) as OtlpBody);
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as AddressInfo).port;
+  try {
+    const r = await squeeze(args(join(dir, 'a'), '1'), { env: { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}` } });
+    assert.equal(r.code, 0, r.stderr);
+    const spans = bodies.flatMap((b) => b.resourceSpans.flatMap((rs) => rs.scopeSpans.flatMap((ss) => ss.spans)));
+    const names = new Set(spans.map((s) => s.name));
+    for (const stage of ['decode_event', 'decode_image', 'embed', 'dedup_exact', 'soft_cap']) assert.ok(names.has(`squeeze.${stage}`), `a squeeze.${stage} span (got ${[...names].join(', ')})`);
+    const service = bodies[0].resourceSpans[0].resource.attributes.find((a) => a.key === 'service.name')?.value.stringValue;
+    assert.equal(service, 'squeeze');
+    const embed = spans.find((s) => s.name === 'squeeze.embed')!;
+    const attr = (k: string) => embed.attributes.find((a) => a.key === k)?.value;
+    assert.equal(attr('messaging.kafka.partition')?.intValue, 0);
+    assert.ok(Number(attr('squeeze.batch.size')?.intValue) > 0);
+    // ratio 0: nothing sampled, nothing sent
+    bodies.length = 0;
+    const none = await squeeze(args(join(dir, 'b'), '0'), { env: { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}` } });
+    assert.equal(none.code, 0, none.stderr);
+    assert.equal(bodies.flatMap((b) => b.resourceSpans).length, 0);
+    assert.equal(accounting(none.stdout), accounting(r.stdout));
+  } finally {
+    server.close();
+  }
+});
+
+test('an OTLP endpoint that refuses connections drops the spans and changes nothing else', async () => {
+  // a port that was just free: connections to it are refused
+  const probe = createServer();
+  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+  const port = (probe.address() as AddressInfo).port;
+  await new Promise<void>((r) => probe.close(() => r()));
+  const down = await squeeze(args(join(dir, 'c'), '1'), { env: { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}` } });
+  assert.equal(down.code, 0, down.stderr);
+  const plain = await squeeze(['curate', '--demo', '40', '--demo-kind', 'generated', '--models', 'builtin-shapes', '--out', join(dir, 'd'), '--progress', 'off']);
+  assert.equal(accounting(down.stdout), accounting(plain.stdout));
+  assert.match(accounting(down.stdout) ?? '', /= 40 of 40 events/);
+});
