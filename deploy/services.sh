@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# Local Kafka (KRaft) + Apicurio Registry for Squeeze development and CI.
+# Local Kafka (KRaft) + Apicurio Registry (+ Jaeger, when Go is installed) for Squeeze development and CI.
 #
 #   deploy/services.sh fetch    download once into the cache (idempotent)
-#   deploy/services.sh start    fetch if needed, start both with fresh data, wait until ready
-#   deploy/services.sh stop     stop both (SIGTERM, then SIGKILL); never fails if nothing runs
-#   deploy/services.sh status   exit 0 only if both are ready (alias: check)
+#   deploy/services.sh start    fetch if needed, start them with fresh data, wait until ready
+#   deploy/services.sh stop     stop them (SIGTERM, then SIGKILL); never fails if nothing runs
+#   deploy/services.sh status   exit 0 only if Kafka and the registry are ready (alias: check)
 #   deploy/services.sh env      print the export lines for SQUEEZE_BROKERS / SQUEEZE_REGISTRY
+#                               (and SQUEEZE_JAEGER_OTLP / SQUEEZE_JAEGER_QUERY while Jaeger runs)
 #   deploy/services.sh restart  stop + start
 #   deploy/services.sh logs     print the last lines of every log file
 #
 # Everything is downloaded from Maven Central into $SQUEEZE_SERVICES_CACHE
 # (default: deploy/.cache, git-ignored). Only Java 17+ and Maven are needed;
-# curl is used when present. See deploy/README.md.
+# curl is used when present. Jaeger v2 (the trace backend of docs/TRACING.md) is built once from
+# source with Go 1.24+ (deploy/jaeger/go.mod pins it) into the same cache; without Go it is skipped
+# with a warning (JAEGER=off skips it, JAEGER=on makes a failed build fatal). See deploy/README.md.
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -31,6 +34,12 @@ KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx768m}"
 REGISTRY_HEAP_OPTS="${REGISTRY_HEAP_OPTS:--Xmx512m}"
 KAFKA_AUTO_CREATE_TOPICS="${KAFKA_AUTO_CREATE_TOPICS:-false}"
 KAFKA_CLUSTER_ID="c3F1ZWV6ZS1sb2NhbC1rYQ"              # base64url("squeeze-local-ka"), fixed is fine
+JAEGER_VERSION=1.75.0                                 # keep in sync with deploy/jaeger/go.mod
+JAEGER="${JAEGER:-auto}"                              # auto | on | off
+JAEGER_OTLP_PORT="${JAEGER_OTLP_PORT:-14318}"
+JAEGER_QUERY_PORT="${JAEGER_QUERY_PORT:-16686}"
+JAEGER_QUERY_GRPC_PORT="${JAEGER_QUERY_GRPC_PORT:-16685}"
+JAEGER_HEALTH_PORT="${JAEGER_HEALTH_PORT:-13133}"
 MAVEN_REPO_URL="${SQUEEZE_MAVEN_REPO_URL:-https://repo.maven.apache.org/maven2}"
 MVN="${MVN:-mvn}"
 DEP_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1
@@ -43,6 +52,8 @@ RUN="$CACHE/run"
 LOGS="$RUN/logs"
 KAFKA_PID="$RUN/kafka.pid"
 REGISTRY_PID="$RUN/registry.pid"
+JAEGER_PID="$RUN/jaeger.pid"
+JAEGER_BIN="${SQUEEZE_JAEGER_BIN:-$CACHE/jaeger-$JAEGER_VERSION/jaeger}"
 REGISTRY_URL="http://$HOST:$REGISTRY_PORT/apis/ccompat/v7"
 BROKERS="$HOST:$KAFKA_PORT"
 
@@ -148,7 +159,37 @@ registry_jar() {
   die "no runnable jar found in $home"
 }
 
-cmd_fetch() { fetch_kafka; fetch_registry; }
+# Jaeger v2 from source: `go build` of the module pinned in deploy/jaeger (first time: ~7 min on 2 cores,
+# mostly downloading modules through the Go proxy; later builds come from Go's caches).
+jaeger_wanted() {
+  [[ "$JAEGER" == off ]] && return 1
+  if [[ -x "$JAEGER_BIN" ]]; then return 0; fi
+  if ! command -v go >/dev/null 2>&1; then
+    [[ "$JAEGER" == on ]] && die "JAEGER=on but go is not installed (Go 1.24+ builds Jaeger $JAEGER_VERSION)"
+    log "go not found: Jaeger is skipped (tracing tests skip); install Go 1.24+ or set SQUEEZE_JAEGER_BIN"
+    return 1
+  fi
+  return 0
+}
+
+fetch_jaeger() {
+  jaeger_wanted || return 0
+  [[ -x "$JAEGER_BIN" ]] && return 0
+  mkdir -p "$CACHE/fetch-logs" "$(dirname "$JAEGER_BIN")"
+  local t0; t0="$(now)"
+  log "building Jaeger $JAEGER_VERSION from source (go build; the first build downloads its modules) ..."
+  if ! (cd "$SCRIPT_DIR/jaeger" && go build -trimpath -o "$JAEGER_BIN.tmp" github.com/jaegertracing/jaeger/cmd/jaeger) >"$CACHE/fetch-logs/jaeger.log" 2>&1; then
+    tail -n 20 "$CACHE/fetch-logs/jaeger.log" >&2
+    rm -f "$JAEGER_BIN.tmp"
+    [[ "$JAEGER" == on ]] && die "could not build Jaeger $JAEGER_VERSION"
+    log "could not build Jaeger $JAEGER_VERSION: it is skipped (tracing tests skip)"
+    return 0
+  fi
+  mv "$JAEGER_BIN.tmp" "$JAEGER_BIN"
+  log "Jaeger $JAEGER_VERSION built in $(elapsed "$t0")s"
+}
+
+cmd_fetch() { fetch_kafka; fetch_registry; fetch_jaeger; }
 
 # ---------------------------------------------------------------- probes
 
@@ -180,6 +221,7 @@ http_status() {
 }
 
 registry_ready() { [[ "$(http_status "$REGISTRY_URL/subjects")" == 200 ]]; }
+jaeger_ready() { [[ "$(http_status "http://$HOST:$JAEGER_HEALTH_PORT/status")" == 200 && "$(http_status "http://$HOST:$JAEGER_QUERY_PORT/api/services")" == 200 ]]; }
 kafka_ready() { kafka_api_ok; }
 
 # pid from file if it is alive and really is the process we started (guards against pid reuse)
@@ -195,6 +237,7 @@ live_pid() {
 }
 kafka_pid() { live_pid "$KAFKA_PID" "kafka.Kafka $RUN/kafka-config/server.properties"; }
 registry_pid() { live_pid "$REGISTRY_PID" "-Dsqueeze.services.cache=$CACHE"; }
+jaeger_pid() { live_pid "$JAEGER_PID" "$SCRIPT_DIR/jaeger/config.yaml"; }
 
 rss_mib() { ps -o rss= -p "$1" 2>/dev/null | awk '{ printf "%.0f", $1 / 1024 }'; }
 
@@ -283,6 +326,23 @@ start_registry() {
   echo $! >"$REGISTRY_PID"
 }
 
+start_jaeger() {
+  JAEGER_OTLP_PORT="$JAEGER_OTLP_PORT" JAEGER_QUERY_PORT="$JAEGER_QUERY_PORT" JAEGER_QUERY_GRPC_PORT="$JAEGER_QUERY_GRPC_PORT" \
+  JAEGER_HEALTH_PORT="$JAEGER_HEALTH_PORT" nohup "$JAEGER_BIN" --config="file:$SCRIPT_DIR/jaeger/config.yaml" \
+      >"$LOGS/jaeger.log" 2>&1 </dev/null 9>&- &
+  echo $! >"$JAEGER_PID"
+}
+
+wait_jaeger_ready() {
+  local t0="$1" deadline; deadline=$(( $(date +%s) + START_TIMEOUT ))
+  until jaeger_ready; do
+    jaeger_pid >/dev/null || { tail -n 30 "$LOGS/jaeger.log" >&2; log "Jaeger exited during startup"; return 1; }
+    (( $(date +%s) >= deadline )) && { tail -n 30 "$LOGS/jaeger.log" >&2; log "Jaeger not ready after ${START_TIMEOUT}s"; return 1; }
+    sleep 0.25
+  done
+  log "Jaeger ready after $(elapsed "$t0")s: OTLP/HTTP http://$HOST:$JAEGER_OTLP_PORT, query http://$HOST:$JAEGER_QUERY_PORT"
+}
+
 # Poll both services together until both are ready; sets KAFKA_READY_S / REGISTRY_READY_S
 # (seconds from each launch). On death or timeout: print the logs and return 1.
 wait_both_ready() {
@@ -333,13 +393,14 @@ stop_one() {
 }
 
 cmd_stop() {
-  local kp rp
-  kp="$(kafka_pid || true)"; rp="$(registry_pid || true)"
+  local kp rp jp
+  kp="$(kafka_pid || true)"; rp="$(registry_pid || true)"; jp="$(jaeger_pid || true)"
+  [[ -n "$jp" ]] && stop_one "Jaeger" "$jp"
   # registry first (no dependency on kafka with the default in-memory storage, but cheap)
   [[ -n "$rp" ]] && stop_one "Apicurio Registry" "$rp"
   [[ -n "$kp" ]] && stop_one "Kafka" "$kp"
-  rm -f "$KAFKA_PID" "$REGISTRY_PID"
-  [[ -z "$kp$rp" ]] && log "nothing running"
+  rm -f "$KAFKA_PID" "$REGISTRY_PID" "$JAEGER_PID"
+  [[ -z "$kp$rp$jp" ]] && log "nothing running"
   return 0
 }
 
@@ -366,6 +427,20 @@ cmd_start() {
   log "Kafka ready after ${KAFKA_READY_S}s, Apicurio Registry ready after ${REGISTRY_READY_S}s (logs: $LOGS)"
   echo "Kafka $KAFKA_VERSION          bootstrap servers: $BROKERS"
   echo "Apicurio Registry $rv   ccompat URL:       $REGISTRY_URL"
+  if [[ "$JAEGER" != off && -x "$JAEGER_BIN" ]]; then
+    local p tj
+    for p in "$JAEGER_OTLP_PORT" "$JAEGER_QUERY_PORT" "$JAEGER_QUERY_GRPC_PORT" "$JAEGER_HEALTH_PORT"; do
+      port_open "$HOST" "$p" && { cmd_stop; die "port $HOST:$p is already in use (set JAEGER_*_PORT or JAEGER=off)"; }
+    done
+    tj="$(now)"; start_jaeger
+    if ! wait_jaeger_ready "$tj"; then
+      [[ "$JAEGER" == on ]] && { cmd_stop; exit 1; }
+      jp="$(jaeger_pid || true)"; [[ -n "$jp" ]] && stop_one "Jaeger" "$jp"
+      log "Jaeger is skipped (tracing tests skip)"
+    else
+      echo "Jaeger $JAEGER_VERSION          OTLP/HTTP:         http://$HOST:$JAEGER_OTLP_PORT   query: http://$HOST:$JAEGER_QUERY_PORT"
+    fi
+  fi
   echo "Use:  eval \"\$($0 env)\""
 }
 
@@ -376,18 +451,24 @@ cmd_status() {
   if [[ -n "$rp" ]]; then rinfo="pid $rp, rss $(rss_mib "$rp") MiB, apicurio $rv"; else rinfo="no process started by this script"; fi
   if kafka_ready; then echo "kafka:    READY  $BROKERS  ($kinfo)"; else echo "kafka:    DOWN   $BROKERS  ($kinfo)"; ok=1; fi
   if registry_ready; then echo "registry: READY  $REGISTRY_URL  ($rinfo)"; else echo "registry: DOWN   $REGISTRY_URL  ($rinfo)"; ok=1; fi
+  if jaeger_ready; then echo "jaeger:   READY  http://$HOST:$JAEGER_QUERY_PORT  (pid $(jaeger_pid || echo '?'))"; else echo "jaeger:   DOWN   (optional)"; fi
   return $ok
 }
 
 cmd_env() {
   echo "export SQUEEZE_BROKERS=$BROKERS"
   echo "export SQUEEZE_REGISTRY=$REGISTRY_URL"
+  if jaeger_ready; then
+    echo "export SQUEEZE_JAEGER_OTLP=http://$HOST:$JAEGER_OTLP_PORT"
+    echo "export SQUEEZE_JAEGER_QUERY=http://$HOST:$JAEGER_QUERY_PORT"
+  fi
 }
 
 usage() {
-  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+  awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
   echo "Environment: KAFKA_PORT ($KAFKA_PORT) KAFKA_CONTROLLER_PORT ($KAFKA_CONTROLLER_PORT) REGISTRY_PORT ($REGISTRY_PORT)"
   echo "  SQUEEZE_SERVICES_CACHE ($CACHE) APICURIO_VERSION ($APICURIO_VERSIONS) SERVICES_START_TIMEOUT ($START_TIMEOUT)"
+  echo "  JAEGER ($JAEGER) JAEGER_OTLP_PORT ($JAEGER_OTLP_PORT) JAEGER_QUERY_PORT ($JAEGER_QUERY_PORT) SQUEEZE_JAEGER_BIN ($JAEGER_BIN)"
   echo "  KAFKA_HEAP_OPTS ($KAFKA_HEAP_OPTS) REGISTRY_HEAP_OPTS ($REGISTRY_HEAP_OPTS) KAFKA_AUTO_CREATE_TOPICS ($KAFKA_AUTO_CREATE_TOPICS)"
 }
 

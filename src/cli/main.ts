@@ -74,7 +74,7 @@ export async function run(argv: string[]): Promise<number> {
     case 'gen':
       return (await import('./gen')).genCommand(cfg, local);
     case 'produce':
-      return (await import('./produce')).produceFile(cfg, local);
+      return withTelemetry(cfg, async () => (await import('./produce')).produceFile(cfg, local));
     case 'control':
       return (await import('./control')).controlCommand(cfg, local);
     case 'build-model':
@@ -116,7 +116,7 @@ async function curate(cfg: Config): Promise<number> {
 
 async function withTelemetry(cfg: Config, fn: () => Promise<number>): Promise<number> {
   const { startTelemetry, stopTelemetry } = await import('../telemetry/telemetry');
-  const t = startTelemetry({ prometheusPort: cfg.telemetry.prometheusPort, traces: cfg.telemetry.traces, traceRatio: cfg.telemetry.traceRatio });
+  const t = startTelemetry({ prometheusPort: cfg.telemetry.prometheusPort, traces: cfg.telemetry.traces, traceRatio: cfg.telemetry.traceRatio, metrics: cfg.telemetry.metrics });
   if (t.prometheusUrl) process.stderr.write(`metrics at ${t.prometheusUrl}\n`);
   try {
     return await fn();

@@ -1,9 +1,11 @@
 /** `squeeze produce`: a file dataset to a topic, as Avro crawl events keyed by a hash of the image. */
 import { createHash } from 'node:crypto';
+import { type Span, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
 import type { Config } from '../config/config';
 import type { CrawlEvent } from '../records';
 import { openFileSource } from '../streams/file-source';
-import { connectAdmin, createKafka, ensureTopics, sendChunked } from '../streams/kafka';
+import { connectAdmin, createKafka, ensureTopics, type OutMessage, sendChunked } from '../streams/kafka';
+import { eventTracingOn, traceparentOf } from '../telemetry/event-trace';
 import { avroCodec, openRegistry, toCrawlEvent } from '../streams/registry-codec';
 import { UserError } from './errors';
 
@@ -31,12 +33,21 @@ export async function produceFile(cfg: Config, local: Record<string, string | bo
   let sent = 0;
   let skipped = 0;
   let tooLarge = 0;
-  let pending: { key: string; value: Buffer }[] = [];
+  let pending: OutMessage[] = [];
+  let spans: Span[] = [];
   let pendingBytes = 0;
   const flush = async (): Promise<void> => {
-    await sendChunked(producer, cfg.topic, pending, maxBytes);
+    try {
+      await sendChunked(producer, cfg.topic, pending, maxBytes);
+    } catch (e) {
+      for (const s of spans) s.setStatus({ code: SpanStatusCode.ERROR, message: (e as Error).message });
+      throw e;
+    } finally {
+      for (const s of spans) s.end();
+    }
     sent += pending.length;
     pending = [];
+    spans = [];
     pendingBytes = 0;
   };
   try {
@@ -51,7 +62,10 @@ export async function produceFile(cfg: Config, local: Record<string, string | bo
         tooLarge++;
         continue;
       }
-      pending.push({ key: eventKey(r.event), value });
+      // the event's trace starts here (docs/TRACING.md): its context travels in the traceparent header
+      const span = eventTracingOn() ? sendSpan(cfg.topic, r.event) : null;
+      if (span) spans.push(span);
+      pending.push({ key: eventKey(r.event), value, ...(span ? { headers: { traceparent: traceparentOf(span.spanContext()) } } : {}) });
       pendingBytes += value.length;
       if (pending.length >= 500 || pendingBytes > 8 * maxBytes) await flush();
     }
@@ -63,4 +77,20 @@ export async function produceFile(cfg: Config, local: Record<string, string | bo
   if (tooLarge) note += `; ${tooLarge} events over ${maxBytes} bytes skipped (raise kafka.maxMessageBytes with the broker's message.max.bytes)`;
   process.stdout.write(`squeeze: published ${sent} events to ${cfg.topic}${note}\n`);
   return 0;
+}
+
+/** The producer span of one event (messaging conventions: "send <topic>", kind PRODUCER). */
+function sendSpan(topic: string, e: CrawlEvent): Span {
+  return trace.getTracer('squeeze').startSpan(`send ${topic}`, {
+    kind: SpanKind.PRODUCER,
+    root: true,
+    attributes: {
+      'messaging.system': 'kafka',
+      'messaging.operation.type': 'send',
+      'messaging.operation.name': 'send',
+      'messaging.destination.name': topic,
+      'messaging.kafka.message.key': eventKey(e),
+      'squeeze.event.id': e.id,
+    },
+  });
 }

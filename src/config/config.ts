@@ -175,6 +175,8 @@ export const ConfigSchema = z
         traces: z.enum(['none', 'console', 'otlp']).default('none'),
         /** share of traces sampled where the record carries no sampling decision of its own */
         traceRatio: z.number().min(0).max(1).default(0.1),
+        /** otlp: push metrics over OTLP/HTTP too (OTEL_EXPORTER_OTLP_(METRICS_)ENDPOINT) */
+        metrics: z.enum(['none', 'otlp']).default('none'),
       })
       .default({}),
   })

@@ -7,11 +7,13 @@
  * `push` waits while too many batches are in flight or too many shards wait to commit: that is the
  * edge's backpressure.
  */
+import { type Span, SpanStatusCode } from '@opentelemetry/api';
 import { concatMap, filter, from, map, merge, Subject, tap, type SchedulerLike } from 'rxjs';
 import { type Config, configHash } from '../config/config';
 import type { ImageFetch } from '../operators/fetch-images';
 import { rollShards, type RollInput, type ShardChunk } from '../operators/roll-shards';
-import { type Batch, newSample, partitionKey, type Rejection, releaseForSink } from '../operators/sample';
+import { type Batch, newSample, partitionKey, type Rejection, releaseForSink, type Sample } from '../operators/sample';
+import { eventChild, linksTo, nowMs, startEventSpan, startLinkedSpan, traceparentOf } from '../telemetry/event-trace';
 import { StateRegistry } from '../operators/state';
 import type { Coord, CrawlEvent } from '../records';
 import { type CommitRecord, FencedError, readState, recoverPartition } from '../streams/shard-log';
@@ -20,12 +22,30 @@ import type { BundleHolder } from './bundle-holder';
 import type { MixWeightsStore } from './mix-weights';
 import { curationChain } from './pipeline';
 import { Stats } from './stats';
+import { instruments } from '../telemetry/telemetry';
+
+/** Each sampled event's trace ends at its commit: a commit child span, and the decision on the event span. */
+function endEventSpans(traced: Sample[], start: number, shard: string | null, commit: Span | null): void {
+  const end = nowMs();
+  const links = commit?.isRecording() ? [{ context: commit.spanContext() }] : undefined;
+  for (const s of traced) {
+    const attrs: Record<string, string> = { 'squeeze.decision': s.outcome.kind };
+    if (s.outcome.kind !== 'keep') attrs['squeeze.reason'] = s.outcome.reason;
+    if (s.outcome.kind === 'keep' && shard) attrs['squeeze.shard'] = shard;
+    eventChild(s.trace!, 'squeeze.commit', start, end, attrs, links);
+    s.trace!.setAttributes(s.event ? { ...attrs, 'squeeze.event.id': s.event.id } : attrs);
+    s.trace!.end(end);
+    s.trace = null;
+  }
+}
 
 /** One input record as an edge hands it over: wire bytes, or bytes the edge already rejected. */
 export interface Inbound {
   coord: Coord;
   value: Buffer | null;
   rejected?: Rejection | null;
+  /** Kafka record headers (a `traceparent` continues the producer's trace); absent for files */
+  headers?: Record<string, string>;
 }
 
 export interface CuratorDeps {
@@ -153,7 +173,7 @@ export class Curator {
     await this.until(() => this.admitted < this.maxAdmitted && this.pendingCommits <= this.maxPendingCommits);
     this.admitted++;
     this.stats.seen(records.length);
-    const samples = records.map((r) => newSample(r.coord, r.value, r.rejected ?? null));
+    const samples = records.map((r) => newSample(r.coord, r.value, r.rejected ?? null, startEventSpan(r.coord, r.headers, r.headers !== undefined)));
     this.input$.next({ topic, partition, samples, epoch: this.epochs.get(partitionKey(topic, partition)) });
   }
 
@@ -177,15 +197,27 @@ export class Curator {
   }
 
   private async commit(chunk: ShardChunk): Promise<void> {
+    const traced = chunk.samples.filter((s) => s.trace);
+    const start = nowMs();
+    const span = traced.length > 0
+      ? startLinkedSpan(`commit ${chunk.topic}`, linksTo(traced.map((s) => s.trace)), { 'messaging.destination.name': chunk.topic, 'messaging.destination.partition.id': String(chunk.partition), 'squeeze.records': chunk.samples.length })
+      : null;
     try {
-      const result = await this.sink.commit(chunk);
+      const result = await this.sink.commit(chunk, span?.isRecording() ? traceparentOf(span.spanContext()) : null);
       this.stats.committed(result.record);
+      const copies = instruments().copies;
+      for (const s of chunk.samples) if (s.outcome.kind === 'keep') copies.record(s.copies);
+      endEventSpans(traced, start, result.record.shard, span);
+      span?.setAttributes({ 'squeeze.shard': result.record.shard ?? '', 'squeeze.rows': result.record.rows });
       await this.deps.onCommit?.(result);
     } catch (e) {
+      span?.recordException(e as Error);
+      span?.setStatus({ code: SpanStatusCode.ERROR, message: (e as Error).message });
       if (!(e instanceof FencedError)) throw e;
       this.stats.fenced++;
       this.deps.onFenced?.(e.topic, e.partition);
     } finally {
+      span?.end();
       this.pendingCommits--;
       this.wake();
     }

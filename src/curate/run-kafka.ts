@@ -106,7 +106,7 @@ export async function curateKafka(cfg: Config, opts: KafkaRunOptions = {}): Prom
       curator.push(
         topic,
         partition,
-        records.map((r) => ({ coord: { topic, partition, offset: r.offset }, value: r.value })),
+        records.map((r) => ({ coord: { topic, partition, offset: r.offset }, value: r.value, headers: r.headers })),
       ),
     backlogged: () => curator.backlogged,
     endOffset: (_t, partition) => opts.endOffsets?.get(partition) ?? null,
@@ -184,6 +184,9 @@ interface AfterCommit {
   commit: boolean;
 }
 
+/** dead letters carry their event's trace context, manifests their commit span's */
+const traceHeader = (tp: string | undefined): { headers?: Record<string, string> } => (tp ? { headers: { traceparent: tp } } : {});
+
 async function afterCommit(r: CommitResult, a: AfterCommit): Promise<void> {
   const { record } = r;
   if (r.deadLetters.length > 0) {
@@ -192,13 +195,14 @@ async function afterCommit(r: CommitResult, a: AfterCommit): Promise<void> {
         key: `${d.source_topic}/${d.source_partition}/${d.source_offset}`,
         value: await a.codecs.deadLetters.encode(d),
         partition: d.source_partition % a.cfg.kafka.partitions,
+        ...traceHeader(record.traces?.[String(d.source_offset)]),
       })),
     );
     await sendChunked(a.producer, dlqTopic(a.cfg), messages, a.cfg.kafka.maxMessageBytes);
   }
   if (r.manifest) {
     const value = await a.codecs.manifests.encode(r.manifest);
-    await sendChunked(a.producer, manifestTopic(a.cfg), [{ key: r.manifest.shard_uri, value }], a.cfg.kafka.maxMessageBytes);
+    await sendChunked(a.producer, manifestTopic(a.cfg), [{ key: r.manifest.shard_uri, value, ...traceHeader(record.traceparent) }], a.cfg.kafka.maxMessageBytes);
   }
   if (a.commit) await commitOffset(a.consumer, record.topic, record.partition, record.end_offset + 1);
 }

@@ -1,6 +1,6 @@
 /** What happened to every event, from commit records: the numbers progress and the summary print. */
 import type { CommitRecord } from '../streams/shard-log';
-import { instruments } from '../telemetry/telemetry';
+import { instruments, recordModelVersion } from '../telemetry/telemetry';
 
 export class Stats {
   readonly startedAt = Date.now();
@@ -29,6 +29,7 @@ export class Stats {
     m.committedRecords.add(r.rows, { ...attrs, decision: 'row' });
     m.committedRecords.add(r.dead, { ...attrs, decision: 'dead' });
     m.committedRecords.add(r.filtered, { ...attrs, decision: 'filtered' });
+    recordModelVersion(r.model_version);
     m.shardBytes.add(r.shard_bytes, attrs);
     this.committedRecords += r.records;
     this.rows += r.rows;

@@ -3,6 +3,7 @@
  * Every input offset stays in the stream as a sample with an outcome, so the sink can account
  * for each one exactly once (a row, a dead letter or a counted filter decision).
  */
+import type { Span } from '@opentelemetry/api';
 import type { Detection, PatchGrid } from '../models/types';
 import type { Coord, CrawlEvent, DeadReason, Tag } from '../records';
 
@@ -66,6 +67,8 @@ export interface Sample {
   mixed: { score: number; weightsVersion: string } | null;
   copies: number;
   outcome: Outcome;
+  /** the event's `process` span, when tracing is on and the event is sampled (telemetry/event-trace.ts) */
+  trace: Span | null;
 }
 
 /** Samples of one partition, contiguous in offset order. */
@@ -79,7 +82,7 @@ export interface Batch {
   modelVersion?: string;
 }
 
-export function newSample(coord: Coord, raw: Buffer | null, rejected: Sample['rejected'] = null): Sample {
+export function newSample(coord: Coord, raw: Buffer | null, rejected: Sample['rejected'] = null, trace: Span | null = null): Sample {
   return {
     coord,
     raw,
@@ -97,6 +100,7 @@ export function newSample(coord: Coord, raw: Buffer | null, rejected: Sample['re
     mixed: null,
     copies: 1,
     outcome: { kind: 'keep' },
+    trace,
   };
 }
 

@@ -39,6 +39,10 @@ export interface CommitRecord {
   model_version: string;
   schema_version: number;
   created_at: number;
+  /** the commit span's W3C trace context, when tracing was on */
+  traceparent?: string;
+  /** W3C trace context of each sampled event in the range, by offset, when tracing was on */
+  traces?: Record<string, string>;
 }
 
 export class FencedError extends Error {

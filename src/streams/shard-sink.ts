@@ -4,6 +4,7 @@
  * create the commit record exclusively (temp + link, which fails if another curator got there first).
  * Only after that may the caller publish the manifest and commit `end + 1` to Kafka.
  */
+import { traceparentOf } from '../telemetry/event-trace';
 import { promises as fs } from 'node:fs';
 import { join, relative } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -46,7 +47,8 @@ export class ShardSink {
     this.now = o.now ?? Date.now;
   }
 
-  async commit(chunk: ShardChunk): Promise<CommitResult> {
+  /** `traceparent`: the commit span's context, recorded so the trainer's spans can refer to it (docs/TRACING.md) */
+  async commit(chunk: ShardChunk, traceparent: string | null = null): Promise<CommitResult> {
     const { topic, partition, samples } = chunk;
     const start = samples[0].coord.offset;
     const end = samples[samples.length - 1].coord.offset;
@@ -140,6 +142,10 @@ export class ShardSink {
       schema_version: PARQUET_SCHEMA_VERSION,
       created_at: created,
     };
+    // sampled events' trace contexts by offset (kept, dead and filtered), only when tracing is on
+    const traced = samples.filter((s) => s.trace);
+    if (traceparent) record.traceparent = traceparent;
+    if (traced.length > 0) record.traces = Object.fromEntries(traced.map((s) => [String(s.coord.offset), traceparentOf(s.trace!.spanContext())]));
     const tmp = await owned(() => writeTemp(paths.commits, range, JSON.stringify(record, null, 1)));
     try {
       await fs.link(tmp, commitPath);

@@ -4,20 +4,24 @@
  * OTLP/HTTP (parent-based ratio sampling), all optional.
  * Instruments are created on first use, after `startTelemetry` has installed the providers.
  */
-import { metrics, trace, type Counter, type Histogram, type ObservableGauge } from '@opentelemetry/api';
+import { type Attributes, type Context, type Link, metrics, type SpanKind, trace, TraceFlags, type Counter, type Histogram, type ObservableGauge } from '@opentelemetry/api';
 import { PrometheusExporter } from '@opentelemetry/exporter-prometheus';
 import { resourceFromAttributes } from '@opentelemetry/resources';
-import { MeterProvider } from '@opentelemetry/sdk-metrics';
+import { MeterProvider, type MetricReader, PeriodicExportingMetricReader } from '@opentelemetry/sdk-metrics';
 import {
   BasicTracerProvider,
   BatchSpanProcessor,
   ConsoleSpanExporter,
   ParentBasedSampler,
   type ReadableSpan,
+  type Sampler,
+  SamplingDecision,
+  type SamplingResult,
   SimpleSpanProcessor,
   type SpanExporter,
   TraceIdRatioBasedSampler,
 } from '@opentelemetry/sdk-trace-base';
+import { invalidTraceparents, setEventTracing } from './event-trace';
 
 export interface TelemetryOptions {
   prometheusPort: number | null;
@@ -25,6 +29,23 @@ export interface TelemetryOptions {
   traces: 'none' | 'console' | 'otlp';
   /** share of traces sampled where no parent decided (parent-based ratio); default 0.1 */
   traceRatio?: number;
+  /** otlp: metrics also pushed over OTLP/HTTP (OTEL_EXPORTER_OTLP_(METRICS_)ENDPOINT), every OTEL_METRIC_EXPORT_INTERVAL ms */
+  metrics?: 'none' | 'otlp';
+}
+
+/**
+ * Root sampler for spans that stand for many events (a batch, a commit, a trainer step): sampled when any
+ * linked event is, so a sampled event's links always resolve; otherwise the ratio decides.
+ */
+export class LinkedSampler implements Sampler {
+  constructor(private readonly ratio: Sampler) {}
+  shouldSample(ctx: Context, traceId: string, name: string, kind: SpanKind, attributes: Attributes, links: Link[]): SamplingResult {
+    if (links.some((l) => (l.context.traceFlags & TraceFlags.SAMPLED) === TraceFlags.SAMPLED)) return { decision: SamplingDecision.RECORD_AND_SAMPLED };
+    return this.ratio.shouldSample(ctx, traceId, name, kind, attributes, links);
+  }
+  toString(): string {
+    return `LinkedSampler{${this.ratio.toString()}}`;
+  }
 }
 
 type ExportDone = Parameters<SpanExporter['export']>[1];
@@ -53,6 +74,10 @@ export const spansDropped = (): number => droppedSpans;
 
 export interface Instruments {
   decisions: Counter;
+  /** samples still kept when they reach a stage (its input rate) */
+  stageSamples: Counter;
+  /** soft-cap copies of each committed row */
+  copies: Histogram;
   stageSeconds: Histogram;
   committedRecords: Counter;
   shardBytes: Counter;
@@ -62,17 +87,32 @@ export interface Instruments {
 
 let current: Instruments | null = null;
 let lagValue = 0;
+let modelVersion: string | null = null;
 let domainShare = 0;
 const shutdowns: (() => Promise<void>)[] = [];
 
 export function startTelemetry(o: TelemetryOptions): { prometheusUrl: string | null } {
   let prometheusUrl: string | null = null;
+  const readers: MetricReader[] = [];
   if (o.prometheusPort !== null) {
-    const exporter = new PrometheusExporter({ host: '127.0.0.1', port: o.prometheusPort });
-    const provider = new MeterProvider({ readers: [exporter] });
+    readers.push(new PrometheusExporter({ host: '127.0.0.1', port: o.prometheusPort }));
+    prometheusUrl = `http://127.0.0.1:${o.prometheusPort}/metrics`;
+  }
+  if (o.metrics === 'otlp') {
+    // loaded only when asked for; endpoint, headers and interval from OTEL_EXPORTER_OTLP_* / OTEL_METRIC_EXPORT_*
+    const { OTLPMetricExporter } = require('@opentelemetry/exporter-metrics-otlp-http') as typeof import('@opentelemetry/exporter-metrics-otlp-http');
+    readers.push(
+      new PeriodicExportingMetricReader({
+        exporter: new OTLPMetricExporter({ timeoutMillis: 5000 }),
+        exportIntervalMillis: Number(process.env.OTEL_METRIC_EXPORT_INTERVAL ?? 10_000),
+        exportTimeoutMillis: 5000,
+      }),
+    );
+  }
+  if (readers.length > 0) {
+    const provider = new MeterProvider({ resource: resource(), readers });
     metrics.setGlobalMeterProvider(provider);
     shutdowns.push(() => provider.shutdown());
-    prometheusUrl = `http://127.0.0.1:${o.prometheusPort}/metrics`;
   }
   if (o.traces === 'console') {
     const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(new ConsoleSpanExporter())] });
@@ -84,20 +124,27 @@ export function startTelemetry(o: TelemetryOptions): { prometheusUrl: string | n
     const { OTLPTraceExporter } = require('@opentelemetry/exporter-trace-otlp-http') as typeof import('@opentelemetry/exporter-trace-otlp-http');
     const exporter = new CountingExporter(new OTLPTraceExporter({ timeoutMillis: 5000 }));
     const provider = new BasicTracerProvider({
-      resource: resourceFromAttributes({ 'service.name': process.env.OTEL_SERVICE_NAME ?? 'squeeze' }),
-      sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(o.traceRatio ?? 0.1) }),
+      resource: resource(),
+      sampler: new ParentBasedSampler({ root: new LinkedSampler(new TraceIdRatioBasedSampler(o.traceRatio ?? 0.1)) }),
       // a bounded queue, exported in the background: an unreachable endpoint drops spans, it never slows curation
-      spanProcessors: [new BatchSpanProcessor(exporter, { maxQueueSize: 4096, maxExportBatchSize: 512, scheduledDelayMillis: 1000, exportTimeoutMillis: 5000 })],
+      spanProcessors: [new BatchSpanProcessor(exporter, { maxQueueSize: 8192, maxExportBatchSize: 1024, scheduledDelayMillis: 1000, exportTimeoutMillis: 5000 })],
+      spanLimits: { linkCountLimit: 256 },
     });
     trace.setGlobalTracerProvider(provider);
     shutdowns.push(() => provider.shutdown());
   }
+  setEventTracing(o.traces !== 'none');
   current = null;
   return { prometheusUrl };
 }
 
+const resource = () => resourceFromAttributes({ 'service.name': process.env.OTEL_SERVICE_NAME ?? 'squeeze' });
+
 export async function stopTelemetry(): Promise<void> {
   for (const s of shutdowns.splice(0)) await s().catch(() => undefined);
+  setEventTracing(false);
+  trace.disable();
+  metrics.disable();
 }
 
 export function instruments(): Instruments {
@@ -108,7 +155,13 @@ export function instruments(): Instruments {
   const domainOutShare = meter.createObservableGauge('squeeze_domain_out_share', { description: 'share of recent images below the model bundle\'s calibrated confidence floor (domain check)' });
   domainOutShare.addCallback((r) => r.observe(domainShare));
   meter.createObservableCounter('squeeze_spans_dropped_total', { description: 'spans the OTLP exporter could not deliver' }).addCallback((r) => r.observe(droppedSpans));
+  meter.createObservableCounter('squeeze_traceparent_invalid_total', { description: 'input records whose traceparent header did not parse (each started a new trace)' }).addCallback((r) => r.observe(invalidTraceparents()));
+  meter.createObservableGauge('squeeze_model_info', { description: 'the model bundle version of the last commit (label model_version; value 1)' }).addCallback((r) => {
+    if (modelVersion !== null) r.observe(1, { model_version: modelVersion });
+  });
   current = {
+    stageSamples: meter.createCounter('squeeze_stage_samples_total', { description: 'samples still kept when they reach each stage' }),
+    copies: meter.createHistogram('squeeze_copies', { description: 'soft-cap copies per committed row', advice: { explicitBucketBoundaries: [0, 1, 2, 3, 4, 6, 8, 16] } }),
     decisions: meter.createCounter('squeeze_decisions_total', { description: 'samples dropped per stage, outcome and reason' }),
     stageSeconds: meter.createHistogram('squeeze_stage_batch_seconds', { description: 'time per batch per stage', unit: 's' }),
     committedRecords: meter.createCounter('squeeze_committed_records_total', { description: 'input records in commit records, by decision' }),
@@ -147,6 +200,10 @@ export function recordTrainer(name: 'step' | 'loss' | 'image_tokens' | 'recall' 
   const key = `${name}|${JSON.stringify(attrs)}`;
   if (name === 'published_step') for (const k of [...trainerValues.keys()]) if (k.startsWith('published_step|')) trainerValues.delete(k);
   trainerValues.set(key, { value, attrs });
+}
+
+export function recordModelVersion(v: string): void {
+  modelVersion = v;
 }
 
 export function recordLag(n: number): void {

@@ -44,6 +44,8 @@ import { type EvalResult, evaluate, type HeldOut, heldOutSet } from './evaluate'
 import { type FeedbackState, fitWeights, initialFeedback, observe } from './feedback';
 import { type CommittedShard, type Cursor, advance, pollCommitted } from './follow';
 import { relative } from 'node:path';
+import { SpanKind, type SpanContext } from '@opentelemetry/api';
+import { contextOf, eventChild, eventTracingOn, linksTo, nowMs, startLinkedSpan } from '../telemetry/event-trace';
 
 export interface TrainerOptions {
   /** the curated output directory whose committed shards are followed */
@@ -138,6 +140,25 @@ interface RowData {
   mask: Float32Array;
   features: Record<string, number>;
   copies: number;
+  /** the event's trace context from the commit record, when the curator traced it */
+  trace: SpanContext | null;
+}
+
+/**
+ * Tracing (docs/TRACING.md): a step span that links to the sampled events among the batch's fresh samples,
+ * and in each of those events' traces a `squeeze.train` span that links back to the step.
+ */
+function traceStep(batch: RowData[], freshN: number, step: number, loss: number, t0: number): void {
+  if (!eventTracingOn()) return;
+  const traced = batch.slice(0, freshN).filter((d) => d.trace);
+  if (traced.length === 0) return;
+  const start = performance.timeOrigin + t0;
+  const attrs = { 'squeeze.train.step': step, 'squeeze.train.loss': loss, 'squeeze.train.batch': batch.length };
+  const span = startLinkedSpan('train step', linksTo(traced.map((d) => d.trace)), attrs, SpanKind.CONSUMER, start);
+  const end = nowMs();
+  const back = span.isRecording() ? [{ context: span.spanContext() }] : undefined;
+  for (const d of traced) eventChild(d.trace!, 'squeeze.train', start, end, { ...attrs, 'squeeze.event.id': d.id }, back);
+  span.end(end);
 }
 
 interface TrainerState {
@@ -215,6 +236,8 @@ export async function runTrainer(opts: TrainerOptions): Promise<TrainSummary> {
 
   // rows of the shards that pending copies or the replay buffer refer to
   const rows = new Map<string, (RowData | null)[]>();
+  /** sampled events' trace contexts by shard and source offset (commit records' `traces`) */
+  const traces = new Map<string, Record<string, string>>();
   const warned = new Set<string>();
   const loadShard = async (rel: string): Promise<(RowData | null)[]> => {
     const have = rows.get(rel);
@@ -255,7 +278,8 @@ export async function runTrainer(opts: TrainerOptions): Promise<TrainSummary> {
         const features: Record<string, number> = {};
         for (const [k, v] of Object.entries(scores)) if (typeof v === 'number' && Number.isFinite(v)) features[k] = v;
         const copies = Math.max(0, Math.floor(Number(r.copies ?? 1)) || 0);
-        out.push({ id: String(r.id), stem, keep, ids: tok.ids, mask: tok.mask, features, copies });
+        const tp = traces.get(rel)?.[String(r.source_offset)];
+        out.push({ id: String(r.id), stem, keep, ids: tok.ids, mask: tok.mask, features, copies, trace: tp ? contextOf(tp) : null });
       } catch (e) {
         if (!warned.has(rel)) log(`shard ${rel}: skipping a row that does not decode (${firstLine(e)})`);
         warned.add(rel);
@@ -305,6 +329,7 @@ export async function runTrainer(opts: TrainerOptions): Promise<TrainSummary> {
     advance(state.cursor, next.record);
     if (!next.path) return true;
     const rel = relative(opts.from, next.path);
+    if (next.record.traces) traces.set(rel, next.record.traces);
     try {
       await loadShard(rel);
       state.pending.push(...copiesOf(rel));
@@ -326,6 +351,7 @@ export async function runTrainer(opts: TrainerOptions): Promise<TrainSummary> {
   const gc = () => {
     const used = new Set([...state.pending, ...state.replay].map((r) => r.shard));
     for (const k of rows.keys()) if (!used.has(k)) rows.delete(k);
+    for (const k of traces.keys()) if (!used.has(k)) traces.delete(k);
   };
 
   let stopped: TrainSummary['stopped'] = 'end';
@@ -429,6 +455,7 @@ export async function runTrainer(opts: TrainerOptions): Promise<TrainSummary> {
     }
     state.losses.push({ step, loss: round(l.loss) });
     if (state.losses.length > 2000) state.losses.splice(0, state.losses.length - 2000);
+    traceStep(batch, fresh.length, step, l.loss, t0);
     opts.onStep?.({ step, loss: l.loss, top1: l.top1, tokens, fresh: fresh.length, replayed, ms: performance.now() - t0, ids: batch.map((d) => d.id) });
 
     if (held && opts.evalEvery > 0 && step % opts.evalEvery === 0) {

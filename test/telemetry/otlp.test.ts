@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { squeeze } from '../helpers/cli';
 
-interface OtlpSpan { name: string; traceId: string; spanId: string; attributes: { key: string; value: Record<string, unknown> }[] }
+interface OtlpSpan { name: string; traceId: string; spanId: string; parentSpanId?: string; attributes: { key: string; value: Record<string, unknown> }[]; links?: { traceId: string; spanId: string }[] }
 interface OtlpBody { resourceSpans: { resource: { attributes: { key: string; value: { stringValue?: string } }[] }; scopeSpans: { spans: OtlpSpan[] }[] }[] }
 
 const dir = mkdtempSync(join(tmpdir(), 'otlp-'));
@@ -39,10 +39,32 @@ test('every stage\'s spans reach the OTLP receiver, as service squeeze', async (
     for (const stage of ['decode_event', 'decode_image', 'embed', 'dedup_exact', 'soft_cap']) assert.ok(names.has(`squeeze.${stage}`), `a squeeze.${stage} span (got ${[...names].join(', ')})`);
     const service = bodies[0].resourceSpans[0].resource.attributes.find((a) => a.key === 'service.name')?.value.stringValue;
     assert.equal(service, 'squeeze');
-    const embed = spans.find((s) => s.name === 'squeeze.embed')!;
+    const embed = spans.find((s) => s.name === 'squeeze.embed' && s.attributes.some((a) => a.key === 'squeeze.batch.size'))!;
     const attr = (k: string) => embed.attributes.find((a) => a.key === k)?.value;
-    assert.equal(attr('messaging.kafka.partition')?.intValue, 0);
+    assert.equal(attr('messaging.destination.partition.id')?.stringValue, '0');
     assert.ok(Number(attr('squeeze.batch.size')?.intValue) > 0);
+    // one trace per event: a process span, a child per stage the event reached, and a commit child
+    const events = spans.filter((s) => s.name.startsWith('process '));
+    assert.equal(events.length, 40, 'a process span per event at ratio 1');
+    const get = (s: OtlpSpan, k: string) => s.attributes.find((a) => a.key === k)?.value;
+    const byParent = new Map<string, OtlpSpan[]>();
+    for (const s of spans) if (s.parentSpanId) byParent.set(s.parentSpanId, [...(byParent.get(s.parentSpanId) ?? []), s]);
+    const kept = events.find((e) => get(e, 'squeeze.decision')?.stringValue === 'keep')!;
+    assert.ok(kept, 'a kept event');
+    const children = byParent.get(kept.spanId) ?? [];
+    const childNames = children.map((c) => c.name);
+    for (const stage of ['squeeze.decode_event', 'squeeze.decode_image', 'squeeze.embed', 'squeeze.soft_cap', 'squeeze.commit']) assert.ok(childNames.includes(stage), `${stage} under the kept event (got ${childNames.join(', ')})`);
+    assert.ok(children.every((c) => c.traceId === kept.traceId && get(c, 'squeeze.decision')?.stringValue === 'keep'));
+    assert.match(String(get(kept, 'squeeze.shard')?.stringValue), /\.parquet$/);
+    // a dropped event's last stage child says which stage dropped it and why, and later stages are absent
+    const dropped = events.find((e) => get(e, 'squeeze.decision')?.stringValue !== 'keep');
+    if (dropped) {
+      const last = (byParent.get(dropped.spanId) ?? []).filter((c) => c.name !== 'squeeze.commit' && get(c, 'squeeze.decision')?.stringValue !== 'keep');
+      assert.equal(last.length, 1, 'exactly one stage drops an event');
+      assert.equal(get(last[0], 'squeeze.reason')?.stringValue, get(dropped, 'squeeze.reason')?.stringValue);
+    }
+    // the batch span of a stage links to the events of the batch
+    assert.ok((embed.links ?? []).some((l) => l.spanId === kept.spanId) || spans.filter((s) => s.name === 'squeeze.embed').some((s) => (s.links ?? []).some((l) => l.spanId === kept.spanId)), 'an embed batch span links to the kept event');
     // ratio 0: nothing sampled, nothing sent
     bodies.length = 0;
     const none = await squeeze(args(join(dir, 'b'), '0'), { env: { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}` } });

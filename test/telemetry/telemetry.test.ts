@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { trace } from '@opentelemetry/api';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
@@ -45,7 +46,7 @@ test('a span per batch per operator, and drops counted by stage and reason on th
   assert.ok(names.includes('squeeze.validate_event'));
   assert.ok(names.includes('squeeze.decode_image'));
   const span = spans.getFinishedSpans().find((s) => s.name === 'squeeze.decode_image')!;
-  assert.equal(span.attributes['messaging.kafka.partition'], 2);
+  assert.equal(span.attributes['messaging.destination.partition.id'], '2');
   assert.equal(span.attributes['squeeze.batch.size'], 3);
 
   const text = await scrape();
@@ -54,37 +55,60 @@ test('a span per batch per operator, and drops counted by stage and reason on th
   assert.match(text, /squeeze_stage_batch_seconds_count\{[^}]*stage="decode_image"[^}]*\} 1/);
 });
 
-test('the Grafana dashboard queries only metrics and labels the curator exports', async () => {
-  const { Stats } = await import('../../src/curate/stats');
-  const { recordLag } = await import('../../src/telemetry/telemetry');
-  new Stats().committed({
-    version: 1, topic: 'tel', partition: 2, start_offset: 0, end_offset: 2, records: 3, rows: 1, dead: 2, filtered: 0,
-    dead_by_reason: { missing_image: 1, unsupported_format: 1 }, filtered_by_reason: {}, filtered_offsets: {},
-    shard: 's.parquet', shard_bytes: 100, dead_letters: null, state: null, close_reason: 'drain', config_hash: 'h',
-    model_version: 'none', schema_version: 2, created_at: 0,
-  });
+test('the Grafana dashboard queries only metrics and labels the curator and trainer export', async () => {
+  // a real embedded curation in this process (every stage, commits, soft-cap copies, the model version)
+  const { loadConfig } = await import('../../src/config/config');
+  const { curateFiles } = await import('../../src/curate/run-files');
+  const { writeGenJsonl } = await import('../../src/gen');
+  const { recordLag, recordTrainer } = await import('../../src/telemetry/telemetry');
+  const dir = mkdtempSync(join(tmpdir(), 'dash-'));
+  await writeGenJsonl(join(dir, 'crawl.jsonl'), { n: 60, seed: 5, badRate: 0.1 });
+  const cfg = loadConfig({ flags: { input: join(dir, 'crawl.jsonl'), out: join(dir, 'out'), models: 'builtin-shapes', progress: 'off', 'fetch.enabled': false } });
+  await curateFiles(cfg);
   recordLag(5);
+  // the trainer's gauges, as squeeze train records them (test/train/trainer.test.ts scrapes a real trainer)
+  recordTrainer('step', 3);
+  recordTrainer('loss', 2.5);
+  recordTrainer('recall', 0.2, { direction: 'i2t', k: '1' });
+  recordTrainer('zero_shot', 0.3);
+  recordTrainer('published_step', 3, { version: 'builtin-clip-1-t3' });
   const text = await scrape();
   // metric name -> label names seen on the endpoint
   const labels = new Map<string, Set<string>>();
-  for (const m of text.matchAll(/^([a-z_]+)\{([^}]*)\}/gm)) {
+  for (const m of text.matchAll(/^([a-z_]+)(?:\{([^}]*)\})? /gm)) {
     const set = labels.get(m[1]) ?? new Set<string>();
-    for (const l of m[2].matchAll(/([a-z_]+)="/g)) set.add(l[1]);
+    for (const l of (m[2] ?? '').matchAll(/([a-z_]+)="/g)) set.add(l[1]);
     labels.set(m[1], set);
   }
   const dashboard = JSON.parse(readFileSync(join(__dirname, '..', '..', '..', 'deploy', 'grafana', 'squeeze-dashboard.json'), 'utf8'));
-  const exprs: string[] = dashboard.panels.flatMap((p: { targets: { expr: string }[] }) => p.targets.map((t) => t.expr));
-  assert.ok(exprs.length >= 6);
+  type Target = { expr?: string; tags?: string; operation?: string };
+  const panels: { title: string; datasource: { type: string }; targets: Target[] }[] = dashboard.panels;
+  const prom = panels.filter((p) => p.datasource.type === 'prometheus');
+  const exprs = prom.flatMap((p) => p.targets.map((t) => t.expr!));
+  assert.ok(exprs.length >= 14);
+  const used = new Set<string>();
   for (const e of exprs) {
     const metrics = [...e.matchAll(/\b(squeeze_[a-z_]+)/g)].map((m) => m[1]);
     assert.ok(metrics.length > 0, e);
     const known = new Set<string>(['le']);
     for (const m of metrics) {
       assert.ok(labels.has(m), `${m} (in ${e}) is not on /metrics`);
+      used.add(m);
       for (const l of labels.get(m)!) known.add(l);
     }
-    const used = [...e.matchAll(/by \(([^)]*)\)/g)].flatMap((m) => m[1].split(',').map((s) => s.trim()));
-    used.push(...[...e.matchAll(/\{([^}]*)\}/g)].flatMap((m) => [...m[1].matchAll(/([a-z_]+)\s*!?=/g)].map((x) => x[1])));
-    for (const l of used) assert.ok(known.has(l), `label ${l} in ${e} is not exported`);
+    const names = [...e.matchAll(/by \(([^)]*)\)/g)].flatMap((m) => m[1].split(',').map((s) => s.trim()));
+    names.push(...[...e.matchAll(/\{([^}]*)\}/g)].flatMap((m) => [...m[1].matchAll(/([a-z_]+)\s*!?=/g)].map((x) => x[1])));
+    for (const l of names) assert.ok(known.has(l), `label ${l} in ${e} is not exported`);
+  }
+  // what the issue asks the dashboard to show
+  for (const m of ['squeeze_stage_samples_total', 'squeeze_decisions_total', 'squeeze_consumer_lag', 'squeeze_copies_bucket', 'squeeze_model_info', 'squeeze_trainer_loss', 'squeeze_trainer_recall']) {
+    assert.ok(used.has(m), `a panel charts ${m}`);
+  }
+  // Jaeger panels search span attributes and names the curator and trainer really write
+  const jaeger = panels.filter((p) => p.datasource.type === 'jaeger');
+  assert.ok(jaeger.length >= 1);
+  for (const t of jaeger.flatMap((p) => p.targets)) {
+    for (const kv of (t.tags ?? '').split(' ').filter(Boolean)) assert.ok(['squeeze.decision', 'squeeze.reason', 'squeeze.stage'].includes(kv.split('=')[0]!), kv);
+    if (t.operation) assert.ok(['train step', 'squeeze.train', 'squeeze.commit'].includes(t.operation), t.operation);
   }
 });
