@@ -9,6 +9,7 @@
  *   curation  the same model trained on raw input, sieving and the full chain (held-out recall, tokens, noise)
  *   train     trainer step cost with only the kept patches (FLIP) against every patch
  *   throughput  events per CPU second against a plain Python reference, each stage alone, cores, RSS
+ *   tracing   curate throughput with tracing off, OTLP at the default ratio and at ratio 1
  * Each prints a table and writes bench/results/<name>.json.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -22,6 +23,7 @@ import { benchSampling } from './sampling';
 import { benchTrain } from './train';
 import { benchCuration } from './curation';
 import { benchThroughput } from './throughput';
+import { benchTracing } from './tracing';
 import { committedEvents, runSqueeze, table, writeResult } from './lib';
 
 /**
@@ -90,6 +92,7 @@ async function main(): Promise<void> {
   if (all || which.includes('train')) await benchTrain();
   if (all || which.includes('curation')) await benchCuration();
   if (all || which.includes('throughput')) await benchThroughput();
+  if (all || which.includes('tracing')) await benchTracing();
   if (all || which.includes('kafka')) {
     if (!process.env.SQUEEZE_BROKERS || !process.env.SQUEEZE_REGISTRY) {
       console.log('kafka bench skipped: start deploy/services.sh and eval "$(bash deploy/services.sh env)" first');

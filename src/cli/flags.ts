@@ -97,6 +97,7 @@ export const FLAGS: FlagSpec[] = [
   { name: 'publish-dir', path: '@publish-dir', type: 'string', arg: 'DIR', help: 'train: where published bundles go (default <checkpoints>/bundles); curators must be able to read it', commands: TRAIN },
   { name: 'feedback-every', path: '@feedback-every', type: 'string', arg: 'N', help: 'train: fit mixing weights from gradient alignment every N steps and announce them (default 0: off)', commands: TRAIN },
   { name: 'trainer', path: '@trainer', type: 'string', arg: 'DIR', help: 'report: a squeeze train checkpoint directory whose held-out evaluations are drawn as learning curves', commands: ['report'] },
+  { name: 'trace-url', path: '@trace-url', type: 'string', arg: 'URL', help: 'report: traced rows link to URL + trace id (default http://localhost:16686/trace/, Jaeger\'s UI)', commands: ['report'] },
   { name: 'n', path: '@n', type: 'string', arg: 'N', help: 'gen: number of events to generate; report: rows in the gallery (default 48)', commands: ['gen', 'report'] },
   { name: 'limit', path: '@limit', type: 'string', arg: 'N', help: 'publish at most N records', commands: ['produce'] },
   { name: 'prometheus-port', path: 'telemetry.prometheusPort', type: 'string', arg: 'PORT', help: 'serve Prometheus metrics on 127.0.0.1:PORT/metrics', commands: [...CURATE, 'train'] },

@@ -20,7 +20,12 @@ export async function reportCommand(cfg: Config, local: Record<string, string | 
   for (const { topic, partition } of await listCommittedPartitions(input)) {
     for (const c of await readCommits(input, topic, partition)) {
       commits.push(c);
-      if (c.shard) rows.push(...((await readParquetRows(join(input, c.shard))) as unknown as ReportRow[]));
+      if (!c.shard) continue;
+      for (const r of (await readParquetRows(join(input, c.shard))) as unknown as (ReportRow & { source_offset: number })[]) {
+        // a traced event's trace id, from the commit record (W3C traceparent: version-traceid-spanid-flags)
+        const tp = c.traces?.[String(r.source_offset)];
+        rows.push(tp ? { ...r, trace_id: tp.split('-')[1] ?? null } : r);
+      }
     }
   }
   let learning: LearningPoint[] | undefined;
@@ -30,7 +35,7 @@ export async function reportCommand(cfg: Config, local: Record<string, string | 
     if (!ckpt) throw new UserError(`--trainer ${local.trainer}: no trainer checkpoint there`);
     learning = ckpt.state.evals ?? [];
   }
-  writeFileSync(cfg.out, htmlReport({ title: basename(resolve(input)), commits, rows, gallery, learning }));
+  writeFileSync(cfg.out, htmlReport({ title: basename(resolve(input)), commits, rows, gallery, learning, traceUrl: typeof local['trace-url'] === 'string' ? local['trace-url'] : undefined }));
   process.stdout.write(`squeeze: wrote ${cfg.out} (${plural(rows.length, 'row')} from ${plural(commits.length, 'commit record')})\n`);
   return 0;
 }

@@ -29,6 +29,8 @@ export interface ReportRow {
   clip_score: number | null;
   scores: Record<string, number> | null;
   model_version: string | null;
+  /** the event's trace id, when the curator traced it (commit records' `traces`) */
+  trace_id?: string | null;
 }
 
 export interface ReportInput {
@@ -39,7 +41,11 @@ export interface ReportInput {
   gallery?: number;
   /** the trainer's held-out evaluations (squeeze train checkpoints), drawn as learning curves */
   learning?: LearningPoint[];
+  /** traced rows link to this URL followed by the trace id (default Jaeger's UI on localhost) */
+  traceUrl?: string;
 }
+
+export const DEFAULT_TRACE_URL = 'http://localhost:16686/trace/';
 
 export interface LearningPoint {
   step: number;
@@ -118,7 +124,7 @@ export function mimeOf(bytes: Buffer, hint?: string | null): string {
   return MIME[sniffFormat(bytes) ?? ''] ?? MIME[(hint ?? '').toLowerCase()] ?? 'application/octet-stream';
 }
 
-function tile(r: ReportRow): string {
+function tile(r: ReportRow, traceUrl: string): string {
   const W = 240;
   const H = r.width > 0 && r.height > 0 ? Math.round((W * r.height) / r.width) : W;
   const img = r.image && r.image.length > 0 ? `<image href="data:${mimeOf(r.image, r.image_mime)};base64,${r.image.toString('base64')}" width="${W}" height="${H}" preserveAspectRatio="none"/>` : '';
@@ -144,7 +150,7 @@ function tile(r: ReportRow): string {
   return `<article><svg viewBox="0 0 ${W} ${H}" width="${W}" height="${H}">${img}${patches}</svg>
 <p class="cap">${esc(r.caption)}</p>${changed ? `<p class="raw">was: ${esc(r.caption_raw.slice(0, 300))}</p>` : ''}
 <p>tags: ${tags}</p><p>copies <b>${r.copies}</b> · score ${num(r.score, 2)} · clip ${num(r.clip_score, 2)}${r.kept_patches ? ` · kept ${r.kept_patches.length}/${(r.grid_rows ?? 0) * (r.grid_cols ?? 0)}` : ''}</p>
-<p class="small">${scores}</p><p class="small id">${esc(r.id)}</p></article>`;
+<p class="small">${scores}</p><p class="small id">${esc(r.id)}</p>${r.trace_id ? `<p class="small">trace <a href="${esc(traceUrl + r.trace_id)}">${esc(r.trace_id)}</a></p>` : ''}</article>`;
 }
 
 function countTable(title: string, counts: Record<string, number>): string {
@@ -172,7 +178,7 @@ export function htmlReport(input: ReportInput): string {
     histogramSvg('copies per written row', rows.map((r) => r.copies)),
     ...scoreKeys.filter((k) => k !== 'score').map((k) => histogramSvg(k, rows.map((r) => r.scores?.[k] ?? NaN))),
   ];
-  const gallery = rows.slice(0, input.gallery ?? 48).map(tile).join('\n');
+  const gallery = rows.slice(0, input.gallery ?? 48).map((r) => tile(r, input.traceUrl ?? DEFAULT_TRACE_URL)).join('\n');
   return `<!doctype html><html><head><meta charset="utf-8"><title>${esc(input.title)}: squeeze report</title><style>
 body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}h1{font-size:1.4em}table{border-collapse:collapse}td{padding:2px 10px;border-bottom:1px solid #ddd}
 .charts{display:flex;flex-wrap:wrap;gap:1em}figure{margin:0}svg rect{fill:#4a78b5}svg text{font-size:10px;fill:#555}

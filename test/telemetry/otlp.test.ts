@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -65,6 +65,14 @@ test('every stage\'s spans reach the OTLP receiver, as service squeeze', async (
     }
     // the batch span of a stage links to the events of the batch
     assert.ok((embed.links ?? []).some((l) => l.spanId === kept.spanId) || spans.filter((s) => s.name === 'squeeze.embed').some((s) => (s.links ?? []).some((l) => l.spanId === kept.spanId)), 'an embed batch span links to the kept event');
+    // the HTML report links each traced row to its trace
+    const html = join(dir, 'report.html');
+    const rep = await squeeze(['report', '--input', join(dir, 'a'), '--out', html, '--trace-url', 'http://jaeger.example/trace/']);
+    assert.equal(rep.code, 0, rep.stderr);
+    const linked = [...readFileSync(html, 'utf8').matchAll(/href="http:\/\/jaeger\.example\/trace\/([0-9a-f]{32})"/g)].map((m) => m[1]);
+    assert.ok(linked.length > 0, 'the report links rows to traces');
+    const keptTraces = new Set(events.filter((e) => get(e, 'squeeze.decision')?.stringValue === 'keep').map((e) => e.traceId));
+    assert.ok(linked.every((t) => keptTraces.has(t)), 'every linked trace id is a kept event\'s trace');
     // ratio 0: nothing sampled, nothing sent
     bodies.length = 0;
     const none = await squeeze(args(join(dir, 'b'), '0'), { env: { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}` } });
