@@ -55,7 +55,7 @@ function procStat(pid: number): { cpu: number; hwm: number } | null {
 }
 
 /** Runs a child, sampling its CPU time and RSS every 100 ms. */
-function runChild(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string; wall: number; cpu: number; peakRssMb: number; samples: { t: number; cpu: number }[] }> {
+export function runChild(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string; wall: number; cpu: number; peakRssMb: number; samples: { t: number; cpu: number }[] }> {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
     const p = spawn(cmd, args, { cwd: ROOT, env: { ...process.env, ...env } });

@@ -11,7 +11,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeGenJsonl } from '../src/gen';
-import { committedEvents, machine, runSqueeze, table, writeResult } from './lib';
+import { committedEvents, machine, ROOT, table, writeResult } from './lib';
+import { runChild } from './throughput';
 
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
@@ -43,26 +44,28 @@ export async function benchTracing(): Promise<void> {
     { name: 'otlp ratio 0.1 (default)', args: ['--traces', 'otlp', '--trace-ratio', '0.1'] },
     { name: 'otlp ratio 1', args: ['--traces', 'otlp', '--trace-ratio', '1'] },
   ];
-  const results = new Map<string, { rate: number[]; posts: number[]; kb: number[] }>();
+  const results = new Map<string, { rate: number[]; cpuRate: number[]; posts: number[]; kb: number[] }>();
   try {
     for (let r = 0; r < rounds; r++) {
       for (const m of r % 2 ? [...modes].reverse() : modes) {
         const out = join(dir, `out-${r}-${m.args.join('')}`);
         spans = 0;
         bytes = 0;
-        const run = await runSqueeze(
-          ['curate', '--input', input, '--out', out, '--models', 'builtin-shapes', '--progress', 'off', ...m.args],
+        const run = await runChild(
+          process.execPath,
+          [join(ROOT, 'bin', 'squeeze.js'), 'curate', '--input', input, '--out', out, '--models', 'builtin-shapes', '--progress', 'off', ...m.args],
           { OTEL_EXPORTER_OTLP_ENDPOINT: endpoint },
         );
         if (run.code !== 0) throw new Error(`curate failed (${m.name}): ${run.stderr.split('\n').slice(-3).join(' ')}`);
         const events = committedEvents(run.stdout);
-        const entry = results.get(m.name) ?? { rate: [], posts: [], kb: [] };
-        entry.rate.push(events / run.seconds);
+        const entry = results.get(m.name) ?? { rate: [], cpuRate: [], posts: [], kb: [] };
+        entry.rate.push(events / run.wall);
+        entry.cpuRate.push(events / run.cpu);
         entry.posts.push(spans);
         entry.kb.push(bytes / 1024);
         results.set(m.name, entry);
         rmSync(out, { recursive: true, force: true });
-        console.log(`round ${r + 1}/${rounds} ${m.name}: ${(events / run.seconds).toFixed(1)} events/s`);
+        console.log(`round ${r + 1}/${rounds} ${m.name}: ${(events / run.wall).toFixed(1)} events/s, ${(events / run.cpu).toFixed(1)} events/cpu-s`);
       }
     }
   } finally {
@@ -70,14 +73,17 @@ export async function benchTracing(): Promise<void> {
     rmSync(dir, { recursive: true, force: true });
   }
   const base = median(results.get('off')!.rate);
+  const cpuBase = median(results.get('off')!.cpuRate);
   const rows = [...results].map(([name, e]) => ({
     mode: name,
     'events/s (median)': Number(median(e.rate).toFixed(1)),
     'vs off': Number((median(e.rate) / base).toFixed(3)),
+    'events/cpu-s (median)': Number(median(e.cpuRate).toFixed(1)),
+    'cpu vs off': Number((median(e.cpuRate) / cpuBase).toFixed(3)),
     'OTLP posts': jaeger ? 'jaeger' : Math.round(median(e.posts)),
     'OTLP KiB': jaeger ? 'jaeger' : Math.round(median(e.kb)),
   }));
-  table(`tracing cost, ${n} events x ${rounds} rounds, wall clock, receiver: ${jaeger ? 'Jaeger' : 'in-process sink'}`, rows);
+  table(`tracing cost, ${n} events x ${rounds} rounds, receiver: ${jaeger ? 'Jaeger' : 'in-process sink'}`, rows);
   const file = writeResult('tracing', { date: new Date().toISOString(), machine: machine(), events: n, rounds, receiver: jaeger ? 'jaeger' : 'sink', modes: Object.fromEntries(results), table: rows });
   console.log(`wrote ${file}`);
 }

@@ -21,19 +21,24 @@ const accounting = (stdout: string) => stdout.match(/accounting\s+([\d +=]+of \d
 
 test('every stage\'s spans reach the OTLP receiver, as service squeeze', async () => {
   const bodies: OtlpBody[] = [];
+  const metricBodies: string[] = [];
   const server = createServer((req, res) => {
     let body = '';
     req.on('data', (d) => (body += d));
     req.on('end', () => {
       if (req.url === '/v1/traces') bodies.push(JSON.parse(body) as OtlpBody);
+      if (req.url === '/v1/metrics') metricBodies.push(body);
       res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
     });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const port = (server.address() as AddressInfo).port;
   try {
-    const r = await squeeze(args(join(dir, 'a'), '1'), { env: { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}` } });
+    const r = await squeeze([...args(join(dir, 'a'), '1'), '--metrics', 'otlp'], { env: { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}` } });
     assert.equal(r.code, 0, r.stderr);
+    // --metrics otlp: the same metrics as the Prometheus endpoint reach /v1/metrics (at least at shutdown)
+    const metricNames = new Set(metricBodies.flatMap((b) => [...b.matchAll(/"name":"(squeeze_[a-z_]+)"/g)].map((m) => m[1])));
+    for (const m of ['squeeze_decisions_total', 'squeeze_committed_records_total', 'squeeze_stage_samples_total', 'squeeze_copies']) assert.ok(metricNames.has(m), `${m} over OTLP (got ${[...metricNames].join(', ')})`);
     const spans = bodies.flatMap((b) => b.resourceSpans.flatMap((rs) => rs.scopeSpans.flatMap((ss) => ss.spans)));
     const names = new Set(spans.map((s) => s.name));
     for (const stage of ['decode_event', 'decode_image', 'embed', 'dedup_exact', 'soft_cap']) assert.ok(names.has(`squeeze.${stage}`), `a squeeze.${stage} span (got ${[...names].join(', ')})`);
