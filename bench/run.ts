@@ -9,6 +9,7 @@
  *   curation  the same model trained on raw input, sieving and the full chain (held-out recall, tokens, noise)
  *   train     trainer step cost with only the kept patches (FLIP) against every patch
  *   throughput  events per CPU second against a plain Python reference, each stage alone, cores, RSS
+ *   scaleout  1, 2 and 3 curators in one group on 6 partitions: events/s, rebalance pause, lag (needs services)
  *   tracing   curate throughput with tracing off, OTLP at the default ratio and at ratio 1
  * Each prints a table and writes bench/results/<name>.json.
  */
@@ -24,6 +25,7 @@ import { benchTrain } from './train';
 import { benchCuration } from './curation';
 import { benchThroughput } from './throughput';
 import { benchTracing } from './tracing';
+import { benchScaleout } from './scaleout';
 import { committedEvents, runSqueeze, table, writeResult } from './lib';
 
 /**
@@ -97,6 +99,11 @@ async function main(): Promise<void> {
     if (!process.env.SQUEEZE_BROKERS || !process.env.SQUEEZE_REGISTRY) {
       console.log('kafka bench skipped: start deploy/services.sh and eval "$(bash deploy/services.sh env)" first');
     } else await benchKafka();
+  }
+  if (which.includes('scaleout')) {
+    if (!process.env.SQUEEZE_BROKERS || !process.env.SQUEEZE_REGISTRY) {
+      console.log('scaleout bench skipped: start deploy/services.sh and eval "$(bash deploy/services.sh env)" first');
+    } else await benchScaleout();
   }
 }
 

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { ChildProcess } from 'node:child_process';
 import { before, describe, test } from 'node:test';
 import { writeGenJsonl } from '../../src/gen';
 import { readCommits } from '../../src/streams/shard-log';
@@ -219,5 +220,50 @@ describe('Kafka mode', { skip }, () => {
     assert.equal(high.size, 6);
     const audit = await auditOutput(out, topic, high);
     assert.equal(audit.rows + audit.dead + audit.filtered, 3000);
+  });
+  test('a curator joins mid-stream and another leaves gracefully: no offset lost or duplicated', async () => {
+    const topic = `it.scale.${run}`;
+    await produce(topic, 1800, 6);
+    const out = join(work, 'scale');
+    const group = `g-scale-${run}`;
+    const commitsSoFar = () => {
+      const dir = join(out, '_commits', `topic=${topic}`);
+      if (!existsSync(dir)) return 0;
+      return readdirSync(dir).reduce((a, p) => a + readdirSync(join(dir, p)).filter((f) => f.endsWith('.json') && !f.startsWith('.')).length, 0);
+    };
+    const until = async (cond: () => boolean, what: string) => {
+      const deadline = Date.now() + 240_000;
+      while (!cond()) {
+        if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    };
+    // A starts alone and takes all six partitions (no --drain: it stays until told to leave)
+    const argsOf = (drain: boolean) => curateArgs(topic, out, group, ['--shard-rows', '50', ...PROTOCOL_ONLY]).filter((a) => drain || a !== '--drain');
+    let childA: ChildProcess | null = null;
+    const a = squeeze(argsOf(false), { onStart: (p) => (childA = p) });
+    await until(() => commitsSoFar() >= 2, 'A\'s first commits');
+    // B joins: the group rebalances and B takes some partitions over, recovering them from commit records
+    let childB: ChildProcess | null = null;
+    const b = squeeze(argsOf(false), { onStart: (p) => (childB = p) });
+    const atJoin = commitsSoFar();
+    await until(() => commitsSoFar() >= atJoin + 6, 'commits after B joined');
+    // A leaves gracefully (SIGTERM: its open shards are discarded, what it committed stays); B takes all over
+    (childA as ChildProcess | null)!.kill('SIGTERM');
+    const ra = await a;
+    ok(ra);
+    // C joins and drains what is left with B; then B is told to leave too
+    const rc = await squeeze(argsOf(true));
+    ok(rc);
+    (childB as ChildProcess | null)!.kill('SIGTERM');
+    ok(await b);
+    // nothing left for a fresh member of the group, and every offset is exactly one outcome
+    ok(await squeeze(argsOf(true)));
+    const high = await highWatermarks(topic);
+    const audit = await auditOutput(out, topic, high);
+    assert.equal(audit.rows + audit.dead + audit.filtered, 1800);
+    const coords = await duckQuery(`SELECT count(*) AS n, count(DISTINCT (source_partition, source_offset)) AS d FROM read_parquet(${sqlQuote(join(out, 'topic=*', 'partition=*', '*.parquet'))})`);
+    assert.equal(Number(coords[0]!.n), Number(coords[0]!.d), 'row coordinates are unique');
+    assert.equal(Number(coords[0]!.n), audit.rows);
   });
 });

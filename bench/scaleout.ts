@@ -1,0 +1,150 @@
+/**
+ * Consumer-group scale-out (`npm run bench -- scaleout`, needs deploy/services.sh): 1, 2 and 3 curator
+ * processes in one group on a 6-partition topic holding the same generated crawl. One process starts
+ * first; the others join after its first commit, so the group rebalances mid-stream as it does when a
+ * user scales out. Reported: aggregate and per-process events/s, CPU per process, the longest stretch
+ * without any commit after the joins (the rebalance pause), and lag over time (records not yet in a
+ * commit record). BENCH_SCALE_EVENTS (default 6000), BENCH_SCALE_THREADS (intra-op threads per process,
+ * default 1 so that processes do not oversubscribe the cores), BENCH_SCALE_COUNTS (default 1,2,3).
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Kafka, logLevel } from 'kafkajs';
+import { writeGenJsonl } from '../src/gen';
+import { listCommittedPartitions, readCommits, type CommitRecord } from '../src/streams/shard-log';
+import { committedEvents, machine, ROOT, table, writeResult } from './lib';
+
+const BIN = join(ROOT, 'bin', 'squeeze.js');
+const SESSION_TIMEOUT_MS = 10_000;
+
+function cpuSeconds(pid: number): number | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100;
+  } catch {
+    return null;
+  }
+}
+
+interface Member { started: number; exited: number; cpu: number; stdout: string; stderr: string; code: number | null }
+
+function startMember(args: string[]): Promise<Member> & { pid?: number } {
+  const started = performance.now();
+  const p = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, env: process.env });
+  let stdout = '';
+  let stderr = '';
+  let cpu = 0;
+  p.stdout.on('data', (d) => (stdout += d));
+  p.stderr.on('data', (d) => (stderr += d));
+  const timer = setInterval(() => {
+    const c = p.pid ? cpuSeconds(p.pid) : null;
+    if (c !== null) cpu = c;
+  }, 200);
+  return new Promise((resolve, reject) => {
+    p.on('error', reject);
+    p.on('exit', (code) => {
+      clearInterval(timer);
+      resolve({ started, exited: performance.now(), cpu, stdout, stderr, code });
+    });
+  });
+}
+
+async function allCommits(out: string): Promise<CommitRecord[]> {
+  const all: CommitRecord[] = [];
+  for (const { topic, partition } of await listCommittedPartitions(out).catch(() => [])) all.push(...(await readCommits(out, topic, partition)));
+  return all;
+}
+
+export async function benchScaleout(): Promise<void> {
+  const brokers = process.env.SQUEEZE_BROKERS!;
+  const registry = process.env.SQUEEZE_REGISTRY!;
+  const n = Number(process.env.BENCH_SCALE_EVENTS ?? 6000);
+  const threads = process.env.BENCH_SCALE_THREADS ?? '1';
+  const counts = (process.env.BENCH_SCALE_COUNTS ?? '1,2,3').split(',').map(Number);
+  const dir = mkdtempSync(join(tmpdir(), 'bench-scale-'));
+  const crawl = join(dir, 'crawl.jsonl');
+  await writeGenJsonl(crawl, { n, seed: 77, badRate: 0 });
+  const kafka = new Kafka({ clientId: 'bench-scale', brokers: brokers.split(','), logLevel: logLevel.NOTHING });
+  const admin = kafka.admin();
+  await admin.connect();
+  const service = ['--brokers', brokers, '--registry', registry];
+  const rows: Record<string, string | number>[] = [];
+  const runs: unknown[] = [];
+  let single = 0;
+  try {
+    for (const k of counts) {
+      const topic = `bench.scale.${k}.${Date.now()}`;
+      await admin.createTopics({ waitForLeaders: true, topics: [{ topic, numPartitions: 6, replicationFactor: 1 }] });
+      const pr = await new Promise<number | null>((resolve) => {
+        const p = spawn(process.execPath, [BIN, 'produce', ...service, '--topic', topic, '--input', crawl, '--progress', 'off'], { cwd: ROOT, stdio: 'ignore' });
+        p.on('exit', resolve);
+      });
+      if (pr !== 0) throw new Error(`produce failed for ${topic}`);
+      const offsets = await admin.fetchTopicOffsets(topic);
+      const total = offsets.reduce((a, o) => a + Number(o.high), 0);
+      const out = join(dir, `out-${k}`);
+      const args = ['curate', ...service, '--models', 'builtin-shapes', '--topic', topic, '--group', `bench-${topic}`, '--out', out, '--drain',
+        '--progress', 'off', '--threads', threads, '--session-timeout-ms', String(SESSION_TIMEOUT_MS), '--shard-rows', '100', '--idle-ms', '1000'];
+      const t0 = performance.now();
+      const members: Promise<Member>[] = [startMember(args)];
+      // lag every 500 ms, from the commit records (what the trainer can read)
+      const lag: { t: number; lag: number }[] = [];
+      let joinedAt: number | null = null;
+      let done = false;
+      const sampling = (async () => {
+        while (!done) {
+          const committed = (await allCommits(out)).reduce((a, c) => a + c.records, 0);
+          lag.push({ t: Number(((performance.now() - t0) / 1000).toFixed(1)), lag: total - committed });
+          if (joinedAt === null && k > 1 && committed > 0) {
+            joinedAt = Date.now();
+            for (let i = 1; i < k; i++) members.push(startMember(args));
+          }
+          await new Promise((r) => setTimeout(r, 500));
+        }
+      })();
+      const first = await members[0]!;
+      const ended = await Promise.all(members);
+      done = true;
+      await sampling;
+      void first;
+      const wall = (Math.max(...ended.map((m) => m.exited)) - t0) / 1000;
+      const bad = ended.find((m) => m.code !== 0);
+      if (bad) throw new Error(`a curator failed: ${bad.stderr.slice(-500)}`);
+      const commits = (await allCommits(out)).sort((a, b) => a.created_at - b.created_at);
+      const committed = commits.reduce((a, c) => a + c.records, 0);
+      // the longest stretch without a commit once the others joined (the rebalance pause)
+      let pause = 0;
+      if (joinedAt !== null) {
+        const times = [joinedAt, ...commits.map((c) => c.created_at).filter((t) => t >= joinedAt!)];
+        for (let i = 1; i < times.length; i++) pause = Math.max(pause, times[i]! - times[i - 1]!);
+      }
+      const rate = committed / wall;
+      if (k === 1) single = rate;
+      const per = ended.map((m) => committedEvents(m.stdout) / ((m.exited - m.started) / 1000));
+      const cpu = ended.map((m) => m.cpu);
+      rows.push({
+        processes: k,
+        'events/s (all)': Number(rate.toFixed(1)),
+        'vs 1 process': single ? Number((rate / single).toFixed(2)) : '-',
+        'events/s per process': per.map((x) => x.toFixed(0)).join(' / '),
+        'CPU s per process': cpu.map((x) => x.toFixed(0)).join(' / '),
+        'rebalance pause s': joinedAt === null ? '-' : Number((pause / 1000).toFixed(1)),
+        'max lag': Math.max(...lag.map((l) => l.lag)),
+        'wall s': Number(wall.toFixed(1)),
+      });
+      runs.push({ processes: k, topic, events: total, committed, wall, perProcess: per, cpu, pauseMs: pause, lag, commits: commits.length });
+      if (committed !== total) throw new Error(`${committed} of ${total} records committed`);
+      await admin.deleteTopics({ topics: [topic] }).catch(() => undefined);
+      rmSync(out, { recursive: true, force: true });
+    }
+  } finally {
+    await admin.disconnect();
+    rmSync(dir, { recursive: true, force: true });
+  }
+  table(`consumer-group scale-out, ${n} events on 6 partitions, --threads ${threads}, ${cpus().length} cores, session timeout ${SESSION_TIMEOUT_MS / 1000} s`, rows);
+  const file = writeResult('scaleout', { date: new Date().toISOString(), machine: machine(), events: n, threads, sessionTimeoutMs: SESSION_TIMEOUT_MS, table: rows, runs });
+  console.log(`wrote ${file}`);
+}
