@@ -28,7 +28,7 @@ export async function trainCommand(cfg: Config, local: Record<string, string | b
   if (typeof local.shards !== 'string') throw new UserError('--shards DIR is required: the curated output directory to train on');
   const { existsSync } = await import('node:fs');
   if (!existsSync(local.shards)) throw new UserError(`--shards ${local.shards}: no such directory`);
-  const { runTrainer, TRAINER_DEFAULTS } = await import('../train/trainer');
+  const { lastStepTrace, runTrainer, TRAINER_DEFAULTS } = await import('../train/trainer');
   const { bundleDir } = await import('../curate/models');
   const base = typeof local.base === 'string' ? local.base : 'builtin-shapes';
   const bundle = bundleDir(base);
@@ -45,7 +45,8 @@ export async function trainCommand(cfg: Config, local: Record<string, string | b
     const { publishControl } = await import('../streams/control');
     const kafka = createKafka(cfg);
     await (await connectAdmin(kafka, cfg)).disconnect();
-    announce = (e) => publishControl(kafka, cfg.registry, cfg.kafka.controlTopic, e);
+    // a control event carries the trace context of the step that produced it (docs/TRACING.md)
+    announce = (e) => publishControl(kafka, cfg.registry, cfg.kafka.controlTopic, e, lastStepTrace());
   }
   const { BundleError } = await import('../train/builtin-model');
   const { recordTrainer } = await import('../telemetry/telemetry');

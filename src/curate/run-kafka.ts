@@ -28,6 +28,8 @@ import type { BundleHolder } from './bundle-holder';
 import type { MixWeightsStore } from './mix-weights';
 import { openModels, openWeights } from './models';
 import { sleep } from '../util/sleep';
+import { SpanKind, trace } from '@opentelemetry/api';
+import { eventTracingOn, parentFromHeaders } from '../telemetry/event-trace';
 
 export interface KafkaRunOptions {
   /** replay: first offset per partition (overrides commit records of an empty --out) */
@@ -74,7 +76,10 @@ export async function curateKafka(cfg: Config, opts: KafkaRunOptions = {}): Prom
 
   const bundle = await openModels(cfg);
   const weights = openWeights(cfg, bundle);
-  const control = await followControl(kafka, cfg.registry, cfg.kafka.controlTopic, (e) => applyControl(e, weights, bundle, cfg));
+  const control = await followControl(kafka, cfg.registry, cfg.kafka.controlTopic, (e, headers) => {
+    traceControl(e, headers, cfg.kafka.controlTopic);
+    applyControl(e, weights, bundle, cfg);
+  });
   await control.caughtUp;
 
   let edge: PartitionedConsumer | null = null;
@@ -141,6 +146,16 @@ export async function curateKafka(cfg: Config, opts: KafkaRunOptions = {}): Prom
     await shutdown();
   }
   return curator;
+}
+
+/** A traced control event (a trainer step's) gets a `process <control topic>` span in the step's trace. */
+function traceControl(e: ControlEvent, headers: Record<string, string>, topic: string): void {
+  if (!eventTracingOn() || !headers.traceparent) return;
+  const span = trace.getTracer('squeeze').startSpan(`process ${topic}`, {
+    kind: SpanKind.CONSUMER,
+    attributes: { 'messaging.system': 'kafka', 'messaging.operation.type': 'process', 'messaging.destination.name': topic, 'squeeze.control.kind': e.kind, 'squeeze.model_version': e.model_version ?? '' },
+  }, parentFromHeaders(headers));
+  span.end();
 }
 
 /**

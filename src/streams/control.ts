@@ -18,7 +18,7 @@ export async function followControl(
   kafka: Kafka,
   registryUrl: string,
   topic: string,
-  onEvent: (e: ControlEvent) => void,
+  onEvent: (e: ControlEvent, headers: Record<string, string>) => void,
 ): Promise<ControlFollower> {
   const admin = kafka.admin();
   await admin.connect();
@@ -37,7 +37,9 @@ export async function followControl(
     eachMessage: async ({ message }) => {
       if (message.value) {
         try {
-          onEvent(await codec.decode(message.value));
+          const headers: Record<string, string> = {};
+          for (const [k, v] of Object.entries(message.headers ?? {})) if (v !== undefined) headers[k] = String(v);
+          onEvent(await codec.decode(message.value), headers);
         } catch {
           // a control record that does not decode is ignored; the next valid one wins
         }
@@ -48,7 +50,8 @@ export async function followControl(
   return { caughtUp, stop: () => consumer.disconnect() };
 }
 
-export async function publishControl(kafka: Kafka, registryUrl: string, topic: string, event: ControlEvent): Promise<void> {
+/** `traceparent`: the trace context of what produced the event (a trainer step), carried in the header */
+export async function publishControl(kafka: Kafka, registryUrl: string, topic: string, event: ControlEvent, traceparent?: string | null): Promise<void> {
   const admin = kafka.admin();
   await admin.connect();
   await ensureTopics(admin, [{ topic, partitions: 1, compacted: true }]);
@@ -56,6 +59,6 @@ export async function publishControl(kafka: Kafka, registryUrl: string, topic: s
   const codec = await avroCodec(openRegistry(registryUrl), topic, 'control', toControl);
   const producer = kafka.producer();
   await producer.connect();
-  await producer.send({ topic, messages: [{ key: event.kind, value: await codec.encode(event) }] });
+  await producer.send({ topic, messages: [{ key: event.kind, value: await codec.encode(event), ...(traceparent ? { headers: { traceparent } } : {}) }] });
   await producer.disconnect();
 }

@@ -45,7 +45,7 @@ import { type FeedbackState, fitWeights, initialFeedback, observe } from './feed
 import { type CommittedShard, type Cursor, advance, pollCommitted } from './follow';
 import { relative } from 'node:path';
 import { SpanKind, type SpanContext } from '@opentelemetry/api';
-import { contextOf, eventChild, eventTracingOn, linksTo, nowMs, startLinkedSpan } from '../telemetry/event-trace';
+import { contextOf, eventChild, eventTracingOn, linksTo, nowMs, startLinkedSpan, traceparentOf } from '../telemetry/event-trace';
 
 export interface TrainerOptions {
   /** the curated output directory whose committed shards are followed */
@@ -148,6 +148,11 @@ interface RowData {
  * Tracing (docs/TRACING.md): a step span that links to the sampled events among the batch's fresh samples,
  * and in each of those events' traces a `squeeze.train` span that links back to the step.
  */
+let lastStep: string | null = null;
+
+/** The traceparent of the last traced step span (control events the trainer publishes carry it). */
+export const lastStepTrace = (): string | null => lastStep;
+
 function traceStep(batch: RowData[], freshN: number, step: number, loss: number, t0: number): void {
   if (!eventTracingOn()) return;
   const traced = batch.slice(0, freshN).filter((d) => d.trace);
@@ -157,6 +162,7 @@ function traceStep(batch: RowData[], freshN: number, step: number, loss: number,
   const span = startLinkedSpan('train step', linksTo(traced.map((d) => d.trace)), attrs, SpanKind.CONSUMER, start);
   const end = nowMs();
   const back = span.isRecording() ? [{ context: span.spanContext() }] : undefined;
+  if (span.isRecording()) lastStep = traceparentOf(span.spanContext());
   for (const d of traced) eventChild(d.trace!, 'squeeze.train', start, end, { ...attrs, 'squeeze.event.id': d.id }, back);
   span.end(end);
 }
