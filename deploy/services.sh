@@ -14,7 +14,9 @@
 # (default: deploy/.cache, git-ignored). Only Java 17+ and Maven are needed;
 # curl is used when present. Jaeger v2 (the trace backend of docs/TRACING.md) is built once from
 # source with Go 1.24+ (deploy/jaeger/go.mod pins it) into the same cache; without Go it is skipped
-# with a warning (JAEGER=off skips it, JAEGER=on makes a failed build fatal). See deploy/README.md.
+# with a warning (JAEGER=off skips it, JAEGER=on makes a failed build fatal). Prometheus is built the
+# same way (deploy/prometheus/go.mod) but not started: tests run it with their own scrape config.
+# See deploy/README.md.
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -40,6 +42,7 @@ JAEGER_OTLP_PORT="${JAEGER_OTLP_PORT:-14318}"
 JAEGER_QUERY_PORT="${JAEGER_QUERY_PORT:-16686}"
 JAEGER_QUERY_GRPC_PORT="${JAEGER_QUERY_GRPC_PORT:-16685}"
 JAEGER_HEALTH_PORT="${JAEGER_HEALTH_PORT:-13133}"
+PROMETHEUS_VERSION=3.16.0                             # Go module v0.316.0; keep in sync with deploy/prometheus/go.mod
 MAVEN_REPO_URL="${SQUEEZE_MAVEN_REPO_URL:-https://repo.maven.apache.org/maven2}"
 MVN="${MVN:-mvn}"
 DEP_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1
@@ -54,6 +57,7 @@ KAFKA_PID="$RUN/kafka.pid"
 REGISTRY_PID="$RUN/registry.pid"
 JAEGER_PID="$RUN/jaeger.pid"
 JAEGER_BIN="${SQUEEZE_JAEGER_BIN:-$CACHE/jaeger-$JAEGER_VERSION/jaeger}"
+PROMETHEUS_BIN="${SQUEEZE_PROMETHEUS_BIN:-$CACHE/prometheus-$PROMETHEUS_VERSION/prometheus}"
 REGISTRY_URL="http://$HOST:$REGISTRY_PORT/apis/ccompat/v7"
 BROKERS="$HOST:$KAFKA_PORT"
 
@@ -189,7 +193,25 @@ fetch_jaeger() {
   log "Jaeger $JAEGER_VERSION built in $(elapsed "$t0")s"
 }
 
-cmd_fetch() { fetch_kafka; fetch_registry; fetch_jaeger; }
+# Prometheus, only built (tests start it with their own scrape config): same rules as Jaeger
+# (first build ~8 min on 2 cores, then from Go's caches).
+fetch_prometheus() {
+  jaeger_wanted || return 0   # same switch: JAEGER=off / no Go skips both Go-built tools
+  [[ -x "$PROMETHEUS_BIN" ]] && return 0
+  mkdir -p "$CACHE/fetch-logs" "$(dirname "$PROMETHEUS_BIN")"
+  local t0; t0="$(now)"
+  log "building Prometheus $PROMETHEUS_VERSION from source (go build) ..."
+  if ! (cd "$SCRIPT_DIR/prometheus" && go build -trimpath -o "$PROMETHEUS_BIN.tmp" github.com/prometheus/prometheus/cmd/prometheus) >"$CACHE/fetch-logs/prometheus.log" 2>&1; then
+    tail -n 20 "$CACHE/fetch-logs/prometheus.log" >&2
+    rm -f "$PROMETHEUS_BIN.tmp"
+    log "could not build Prometheus $PROMETHEUS_VERSION: it is skipped (its test skips)"
+    return 0
+  fi
+  mv "$PROMETHEUS_BIN.tmp" "$PROMETHEUS_BIN"
+  log "Prometheus $PROMETHEUS_VERSION built in $(elapsed "$t0")s"
+}
+
+cmd_fetch() { fetch_kafka; fetch_registry; fetch_jaeger; fetch_prometheus; }
 
 # ---------------------------------------------------------------- probes
 
@@ -462,6 +484,7 @@ cmd_env() {
     echo "export SQUEEZE_JAEGER_OTLP=http://$HOST:$JAEGER_OTLP_PORT"
     echo "export SQUEEZE_JAEGER_QUERY=http://$HOST:$JAEGER_QUERY_PORT"
   fi
+  if [[ -x "$PROMETHEUS_BIN" ]]; then echo "export SQUEEZE_PROMETHEUS_BIN=$PROMETHEUS_BIN"; fi
 }
 
 usage() {
