@@ -5,7 +5,8 @@
  * user scales out. Reported: aggregate and per-process events/s, CPU per process, the longest stretch
  * without any commit after the joins (the rebalance pause), and lag over time (records not yet in a
  * commit record). BENCH_SCALE_EVENTS (default 6000), BENCH_SCALE_THREADS (intra-op threads per process,
- * default 1 so that processes do not oversubscribe the cores), BENCH_SCALE_COUNTS (default 1,2,3).
+ * default 1 so that processes do not oversubscribe the cores), BENCH_SCALE_COUNTS (default 1,2,3),
+ * BENCH_SCALE_PIN=1 (pin process i to core i mod cores: one core per process while there are cores).
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -31,9 +32,11 @@ function cpuSeconds(pid: number): number | null {
 
 interface Member { started: number; exited: number; cpu: number; stdout: string; stderr: string; code: number | null }
 
-function startMember(args: string[]): Promise<Member> & { pid?: number } {
+/** `core`: pin the process to this CPU (taskset), so that k processes get k cores and nothing else */
+function startMember(args: string[], core: number | null): Promise<Member> {
   const started = performance.now();
-  const p = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, env: process.env });
+  const cmd = core === null ? [process.execPath, BIN, ...args] : ['taskset', '-c', String(core), process.execPath, BIN, ...args];
+  const p = spawn(cmd[0]!, cmd.slice(1), { cwd: ROOT, env: process.env });
   let stdout = '';
   let stderr = '';
   let cpu = 0;
@@ -64,6 +67,9 @@ export async function benchScaleout(): Promise<void> {
   const n = Number(process.env.BENCH_SCALE_EVENTS ?? 6000);
   const threads = process.env.BENCH_SCALE_THREADS ?? '1';
   const counts = (process.env.BENCH_SCALE_COUNTS ?? '1,2,3').split(',').map(Number);
+  // BENCH_SCALE_PIN=1: member i runs on core i mod cores, so 1 process has 1 core and 2 have 2
+  const pin = process.env.BENCH_SCALE_PIN === '1';
+  const coreOf = (i: number): number | null => (pin ? i % cpus().length : null);
   const dir = mkdtempSync(join(tmpdir(), 'bench-scale-'));
   const crawl = join(dir, 'crawl.jsonl');
   await writeGenJsonl(crawl, { n, seed: 77, badRate: 0 });
@@ -89,7 +95,7 @@ export async function benchScaleout(): Promise<void> {
       const args = ['curate', ...service, '--models', 'builtin-shapes', '--topic', topic, '--group', `bench-${topic}`, '--out', out, '--drain',
         '--progress', 'off', '--threads', threads, '--session-timeout-ms', String(SESSION_TIMEOUT_MS), '--shard-rows', '100', '--idle-ms', '1000'];
       const t0 = performance.now();
-      const members: Promise<Member>[] = [startMember(args)];
+      const members: Promise<Member>[] = [startMember(args, coreOf(0))];
       // lag every 500 ms, from the commit records (what the trainer can read)
       const lag: { t: number; lag: number }[] = [];
       let joinedAt: number | null = null;
@@ -100,7 +106,7 @@ export async function benchScaleout(): Promise<void> {
           lag.push({ t: Number(((performance.now() - t0) / 1000).toFixed(1)), lag: total - committed });
           if (joinedAt === null && k > 1 && committed > 0) {
             joinedAt = Date.now();
-            for (let i = 1; i < k; i++) members.push(startMember(args));
+            for (let i = 1; i < k; i++) members.push(startMember(args, coreOf(i)));
           }
           await new Promise((r) => setTimeout(r, 500));
         }
@@ -144,7 +150,7 @@ export async function benchScaleout(): Promise<void> {
     await admin.disconnect();
     rmSync(dir, { recursive: true, force: true });
   }
-  table(`consumer-group scale-out, ${n} events on 6 partitions, --threads ${threads}, ${cpus().length} cores, session timeout ${SESSION_TIMEOUT_MS / 1000} s`, rows);
-  const file = writeResult('scaleout', { date: new Date().toISOString(), machine: machine(), events: n, threads, sessionTimeoutMs: SESSION_TIMEOUT_MS, table: rows, runs });
+  table(`consumer-group scale-out, ${n} events on 6 partitions, --threads ${threads}, ${cpus().length} cores${pin ? ', each process pinned to one core' : ''}, session timeout ${SESSION_TIMEOUT_MS / 1000} s`, rows);
+  const file = writeResult(pin ? 'scaleout-pinned' : 'scaleout', { pinned: pin, date: new Date().toISOString(), machine: machine(), events: n, threads, sessionTimeoutMs: SESSION_TIMEOUT_MS, table: rows, runs });
   console.log(`wrote ${file}`);
 }
