@@ -170,45 +170,44 @@ jaeger_wanted() {
   if [[ -x "$JAEGER_BIN" ]]; then return 0; fi
   if ! command -v go >/dev/null 2>&1; then
     [[ "$JAEGER" == on ]] && die "JAEGER=on but go is not installed (Go 1.24+ builds Jaeger $JAEGER_VERSION)"
-    log "go not found: Jaeger is skipped (tracing tests skip); install Go 1.24+ or set SQUEEZE_JAEGER_BIN"
+    log "go not found: Jaeger and Prometheus are skipped (their tests skip); install Go (1.24+ for Jaeger, 1.26 for Prometheus) or set SQUEEZE_JAEGER_BIN"
     return 1
   fi
   return 0
 }
 
-fetch_jaeger() {
-  jaeger_wanted || return 0
-  [[ -x "$JAEGER_BIN" ]] && return 0
-  mkdir -p "$CACHE/fetch-logs" "$(dirname "$JAEGER_BIN")"
-  local t0; t0="$(now)"
-  log "building Jaeger $JAEGER_VERSION from source (go build; the first build downloads its modules) ..."
-  if ! (cd "$SCRIPT_DIR/jaeger" && go build -trimpath -o "$JAEGER_BIN.tmp" github.com/jaegertracing/jaeger/cmd/jaeger) >"$CACHE/fetch-logs/jaeger.log" 2>&1; then
-    tail -n 20 "$CACHE/fetch-logs/jaeger.log" >&2
-    rm -f "$JAEGER_BIN.tmp"
-    [[ "$JAEGER" == on ]] && die "could not build Jaeger $JAEGER_VERSION"
-    log "could not build Jaeger $JAEGER_VERSION: it is skipped (tracing tests skip)"
-    return 0
+# go_build NAME VERSION MODULE_DIR PACKAGE BIN: `go build -trimpath` of a pinned tool into BIN, once.
+# Returns 1 (after a log line) when it cannot be built; NAME=on callers make that fatal.
+go_build() {
+  local name="$1" version="$2" dir="$3" pkg="$4" bin="$5" t0 flog
+  [[ -x "$bin" ]] && return 0
+  command -v go >/dev/null 2>&1 || { log "go not found: $name is skipped"; return 1; }
+  flog="$CACHE/fetch-logs/$(basename "$dir").log"
+  mkdir -p "$CACHE/fetch-logs" "$(dirname "$bin")"
+  t0="$(now)"
+  log "building $name $version from source (go build; the first build downloads its modules) ..."
+  if ! (cd "$dir" && go build -trimpath -o "$bin.tmp" "$pkg") >"$flog" 2>&1; then
+    tail -n 20 "$flog" >&2
+    rm -f "$bin.tmp"
+    log "could not build $name $version: it is skipped (its tests skip)"
+    return 1
   fi
-  mv "$JAEGER_BIN.tmp" "$JAEGER_BIN"
-  log "Jaeger $JAEGER_VERSION built in $(elapsed "$t0")s"
+  mv "$bin.tmp" "$bin"
+  log "$name $version built in $(elapsed "$t0")s"
 }
 
-# Prometheus, only built (tests start it with their own scrape config): same rules as Jaeger
-# (first build ~8 min on 2 cores, then from Go's caches).
+fetch_jaeger() {
+  jaeger_wanted || return 0
+  go_build Jaeger "$JAEGER_VERSION" "$SCRIPT_DIR/jaeger" github.com/jaegertracing/jaeger/cmd/jaeger "$JAEGER_BIN" && return 0
+  [[ "$JAEGER" == on ]] && die "could not build Jaeger $JAEGER_VERSION"
+  return 0
+}
+
+# Prometheus is only built (tests start it with their own scrape config); JAEGER=off skips it too.
+# First build ~8 min on 2 cores, then from Go's caches.
 fetch_prometheus() {
-  jaeger_wanted || return 0   # same switch: JAEGER=off / no Go skips both Go-built tools
-  [[ -x "$PROMETHEUS_BIN" ]] && return 0
-  mkdir -p "$CACHE/fetch-logs" "$(dirname "$PROMETHEUS_BIN")"
-  local t0; t0="$(now)"
-  log "building Prometheus $PROMETHEUS_VERSION from source (go build) ..."
-  if ! (cd "$SCRIPT_DIR/prometheus" && go build -trimpath -o "$PROMETHEUS_BIN.tmp" github.com/prometheus/prometheus/cmd/prometheus) >"$CACHE/fetch-logs/prometheus.log" 2>&1; then
-    tail -n 20 "$CACHE/fetch-logs/prometheus.log" >&2
-    rm -f "$PROMETHEUS_BIN.tmp"
-    log "could not build Prometheus $PROMETHEUS_VERSION: it is skipped (its test skips)"
-    return 0
-  fi
-  mv "$PROMETHEUS_BIN.tmp" "$PROMETHEUS_BIN"
-  log "Prometheus $PROMETHEUS_VERSION built in $(elapsed "$t0")s"
+  [[ "$JAEGER" == off ]] && return 0
+  go_build Prometheus "$PROMETHEUS_VERSION" "$SCRIPT_DIR/prometheus" github.com/prometheus/prometheus/cmd/prometheus "$PROMETHEUS_BIN" || true
 }
 
 cmd_fetch() { fetch_kafka; fetch_registry; fetch_jaeger; fetch_prometheus; }

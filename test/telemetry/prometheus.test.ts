@@ -10,13 +10,11 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { loadConfig } from '../../src/config/config';
-import { curateFiles } from '../../src/curate/run-files';
-import { writeGenJsonl } from '../../src/gen';
-import { recordLag, recordTrainer, startTelemetry, stopTelemetry } from '../../src/telemetry/telemetry';
+import { startTelemetry, stopTelemetry } from '../../src/telemetry/telemetry';
+import { curateAndTrainMetrics } from '../helpers/metrics-run';
 
 const BIN = process.env.SQUEEZE_PROMETHEUS_BIN ?? '';
-const skip = BIN && existsSync(BIN) ? false : 'skipped: no Prometheus binary (deploy/services.sh builds it when Go 1.24+ is installed; SQUEEZE_PROMETHEUS_BIN)';
+const skip = BIN && existsSync(BIN) ? false : 'skipped: no Prometheus binary (deploy/services.sh builds it when Go 1.26 is installed; SQUEEZE_PROMETHEUS_BIN)';
 
 async function freePort(): Promise<number> {
   const s = createServer();
@@ -37,15 +35,7 @@ test('a real Prometheus scrapes the curator and evaluates every dashboard query 
   const metricsPort = await freePort();
   const { prometheusUrl } = startTelemetry({ prometheusPort: metricsPort, traces: 'none' });
   assert.ok(prometheusUrl);
-  // a real embedded curation in this process, and the trainer's gauges as squeeze train records them
-  await writeGenJsonl(join(dir, 'crawl.jsonl'), { n: 60, seed: 8, badRate: 0.1 });
-  await curateFiles(loadConfig({ flags: { input: join(dir, 'crawl.jsonl'), out: join(dir, 'out'), models: 'builtin-shapes', progress: 'off', 'fetch.enabled': false } }));
-  recordLag(3);
-  recordTrainer('step', 4);
-  recordTrainer('loss', 2.1);
-  recordTrainer('recall', 0.25, { direction: 't2i', k: '5' });
-  recordTrainer('zero_shot', 0.4);
-  recordTrainer('published_step', 4, { version: 'builtin-clip-1-t4' });
+  await curateAndTrainMetrics(8);
 
   const port = await freePort();
   writeFileSync(join(dir, 'prometheus.yml'), [

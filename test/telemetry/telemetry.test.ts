@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
-import { mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { trace } from '@opentelemetry/api';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
@@ -57,21 +56,8 @@ test('a span per batch per operator, and drops counted by stage and reason on th
 
 test('the Grafana dashboard queries only metrics and labels the curator and trainer export', async () => {
   // a real embedded curation in this process (every stage, commits, soft-cap copies, the model version)
-  const { loadConfig } = await import('../../src/config/config');
-  const { curateFiles } = await import('../../src/curate/run-files');
-  const { writeGenJsonl } = await import('../../src/gen');
-  const { recordLag, recordTrainer } = await import('../../src/telemetry/telemetry');
-  const dir = mkdtempSync(join(tmpdir(), 'dash-'));
-  await writeGenJsonl(join(dir, 'crawl.jsonl'), { n: 60, seed: 5, badRate: 0.1 });
-  const cfg = loadConfig({ flags: { input: join(dir, 'crawl.jsonl'), out: join(dir, 'out'), models: 'builtin-shapes', progress: 'off', 'fetch.enabled': false } });
-  await curateFiles(cfg);
-  recordLag(5);
-  // the trainer's gauges, as squeeze train records them (test/train/trainer.test.ts scrapes a real trainer)
-  recordTrainer('step', 3);
-  recordTrainer('loss', 2.5);
-  recordTrainer('recall', 0.2, { direction: 'i2t', k: '1' });
-  recordTrainer('zero_shot', 0.3);
-  recordTrainer('published_step', 3, { version: 'builtin-clip-1-t3' });
+  const { curateAndTrainMetrics } = await import('../helpers/metrics-run');
+  await curateAndTrainMetrics(5);
   const text = await scrape();
   // metric name -> label names seen on the endpoint
   const labels = new Map<string, Set<string>>();
