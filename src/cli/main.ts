@@ -116,7 +116,7 @@ async function curate(cfg: Config): Promise<number> {
 
 async function withTelemetry(cfg: Config, fn: () => Promise<number>): Promise<number> {
   const { startTelemetry, stopTelemetry } = await import('../telemetry/telemetry');
-  const t = startTelemetry({ prometheusPort: cfg.telemetry.prometheusPort, traces: cfg.telemetry.traces, traceRatio: cfg.telemetry.traceRatio, metrics: cfg.telemetry.metrics });
+  const t = startTelemetry({ prometheusPort: cfg.telemetry.prometheusPort, prometheusHost: cfg.telemetry.prometheusHost, traces: cfg.telemetry.traces, traceRatio: cfg.telemetry.traceRatio, metrics: cfg.telemetry.metrics });
   if (t.prometheusUrl) process.stderr.write(`metrics at ${t.prometheusUrl}\n`);
   try {
     return await fn();

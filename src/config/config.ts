@@ -172,6 +172,8 @@ export const ConfigSchema = z
     telemetry: z
       .object({
         prometheusPort: z.number().int().min(0).max(65535).nullable().default(null),
+        /** the address the Prometheus endpoint binds (0.0.0.0 in a container, so the scraper can reach it) */
+        prometheusHost: z.string().min(1).default('127.0.0.1'),
         traces: z.enum(['none', 'console', 'otlp']).default('none'),
         /** share of traces sampled where the record carries no sampling decision of its own */
         traceRatio: z.number().min(0).max(1).default(0.1),
@@ -200,6 +202,7 @@ export const ENV_KEYS: Record<string, string> = {
   SQUEEZE_SASL_PASSWORD: 'kafka.saslPassword',
   SQUEEZE_KAFKA_SSL: 'kafka.ssl',
   SQUEEZE_PROMETHEUS_PORT: 'telemetry.prometheusPort',
+  SQUEEZE_PROMETHEUS_HOST: 'telemetry.prometheusHost',
   SQUEEZE_LLM_URL: 'enrich.llmUrl',
   SQUEEZE_LLM_API_KEY: 'enrich.llmApiKey',
 };

@@ -25,6 +25,8 @@ import { invalidTraceparents, setEventTracing } from './event-trace';
 
 export interface TelemetryOptions {
   prometheusPort: number | null;
+  /** default 127.0.0.1 */
+  prometheusHost?: string;
   /** otlp: OTLP/HTTP to the endpoint of the standard OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT variables */
   traces: 'none' | 'console' | 'otlp';
   /** share of traces sampled where no parent decided (parent-based ratio); default 0.1 */
@@ -95,8 +97,9 @@ export function startTelemetry(o: TelemetryOptions): { prometheusUrl: string | n
   let prometheusUrl: string | null = null;
   const readers: MetricReader[] = [];
   if (o.prometheusPort !== null) {
-    readers.push(new PrometheusExporter({ host: '127.0.0.1', port: o.prometheusPort }));
-    prometheusUrl = `http://127.0.0.1:${o.prometheusPort}/metrics`;
+    const host = o.prometheusHost ?? '127.0.0.1';
+    readers.push(new PrometheusExporter({ host, port: o.prometheusPort }));
+    prometheusUrl = `http://${host.includes(':') ? `[${host}]` : host}:${o.prometheusPort}/metrics`;
   }
   if (o.metrics === 'otlp') {
     // loaded only when asked for; endpoint, headers and interval from OTEL_EXPORTER_OTLP_* / OTEL_METRIC_EXPORT_*

@@ -122,6 +122,14 @@ test('flags map onto the typed config', () => {
   assert.deepEqual(p.cfg.fetch.allowHosts, ['127.0.0.1']);
   assert.equal(p.cfg.dedup.exact, false);
   assert.equal(p.cfg.shard.maxRows, 7);
+  assert.equal(p.cfg.telemetry.prometheusHost, '127.0.0.1', 'metrics bind loopback unless told otherwise');
+  const t = parse(['train', '--shards', 's', '--prometheus-port', '9465', '--prometheus-host', '0.0.0.0', '--traces', 'otlp', '--metrics', 'otlp']);
+  assert.ok(!('help' in t));
+  if ('help' in t) return;
+  assert.equal(t.cfg.telemetry.prometheusHost, '0.0.0.0');
+  assert.equal(t.cfg.telemetry.prometheusPort, 9465);
+  assert.equal(t.cfg.telemetry.traces, 'otlp');
+  assert.equal(t.cfg.telemetry.metrics, 'otlp');
   const q = parse(['curate', '--input', 'crawl.jsonl', '--image-root', '/data/images', '--out', 'o']);
   assert.ok(!('help' in q) && q.cfg.imageRoot === '/data/images');
   const d = parse(['curate', '--input', 'crawl.jsonl', '--out', 'o']);
