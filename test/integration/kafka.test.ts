@@ -16,7 +16,7 @@ import { auditOutput, type Audit } from '../helpers/accounting';
 import { squeeze, type Ran } from '../helpers/cli';
 import { assertModelColumns } from '../helpers/model-columns';
 import { duckDescribe, duckQuery, sqlQuote } from '../helpers/duckdb';
-import { BROKERS, createTopic, highWatermarks, produceRaw, readTopic, REGISTRY, servicesAvailable } from '../helpers/kafka';
+import { BROKERS, createTopic, highWatermarks, kafka, produceRaw, readTopic, REGISTRY, servicesAvailable } from '../helpers/kafka';
 
 const skip = servicesAvailable() ? false : 'skipped: SQUEEZE_BROKERS/SQUEEZE_REGISTRY not set (run through npm test, which starts deploy/services.sh)';
 const work = mkdtempSync(join(tmpdir(), 'kafka-it-'));
@@ -221,42 +221,74 @@ describe('Kafka mode', { skip }, () => {
     const audit = await auditOutput(out, topic, high);
     assert.equal(audit.rows + audit.dead + audit.filtered, 3000);
   });
-  test('a curator joins mid-stream and another leaves gracefully: no offset lost or duplicated', async () => {
+  test('curators join and leave mid-stream (graceful SIGTERM): no offset lost or duplicated, each did work', async () => {
     const topic = `it.scale.${run}`;
-    await produce(topic, 1800, 6);
     const out = join(work, 'scale');
     const group = `g-scale-${run}`;
-    const commitsSoFar = () => {
-      const dir = join(out, '_commits', `topic=${topic}`);
-      if (!existsSync(dir)) return 0;
-      return readdirSync(dir).reduce((a, p) => a + readdirSync(join(dir, p)).filter((f) => f.endsWith('.json') && !f.startsWith('.')).length, 0);
+    await createTopic(topic, 6);
+    // three waves of 600 events, each produced while the group has a different membership
+    const wave = async (seed: number) => {
+      const file = join(work, `wave-${seed}.jsonl`);
+      await writeGenJsonl(file, { n: 700, seed, badRate: 0 });
+      ok(await squeeze(['produce', ...service, '--topic', topic, '--input', file, '--limit', '600', '--progress', 'off']));
     };
-    const until = async (cond: () => boolean, what: string) => {
+    const committedAll = async () => {
+      const high = await highWatermarks(topic);
+      let done = 0;
+      for (const p of high.keys()) done += (await readCommits(out, topic, p)).reduce((a, c) => a + c.records, 0);
+      return done === [...high.values()].reduce((a, b) => a + b, 0) && done > 0;
+    };
+    const until = async (cond: () => Promise<boolean>, what: string) => {
       const deadline = Date.now() + 240_000;
-      while (!cond()) {
+      while (!(await cond())) {
         if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-        await new Promise((r) => setTimeout(r, 100));
+        await new Promise((r) => setTimeout(r, 250));
       }
     };
-    // A starts alone and takes all six partitions (no --drain: it stays until told to leave)
     const argsOf = (drain: boolean) => curateArgs(topic, out, group, ['--shard-rows', '50', ...PROTOCOL_ONLY]).filter((a) => drain || a !== '--drain');
+    // the group has settled with n members (so the next wave is spread over all of them)
+    const members = (n: number) => async () => {
+      const admin = kafka().admin();
+      await admin.connect();
+      try {
+        const g = (await admin.describeGroups([group])).groups[0];
+        return g?.state === 'Stable' && g.members.length === n && g.members.every((m) => m.memberAssignment.length > 0);
+      } finally {
+        await admin.disconnect();
+      }
+    };
+    const curated = (r: Ran) => Number(/curated (\d+) events/.exec(r.stdout)?.[1] ?? -1);
     let childA: ChildProcess | null = null;
-    const a = squeeze(argsOf(false), { onStart: (p) => (childA = p) });
-    await until(() => commitsSoFar() >= 2, 'A\'s first commits');
-    // B joins: the group rebalances and B takes some partitions over, recovering them from commit records
     let childB: ChildProcess | null = null;
+    let childC: ChildProcess | null = null;
+    try {
+    // wave 1 with A alone (no --drain: members stay until told to leave)
+    await wave(31);
+    const a = squeeze(argsOf(false), { onStart: (p) => (childA = p) });
+    await until(committedAll, 'wave 1 committed by A');
+    // B joins; wave 2 is shared by A and B after the rebalance
     const b = squeeze(argsOf(false), { onStart: (p) => (childB = p) });
-    const atJoin = commitsSoFar();
-    await until(() => commitsSoFar() >= atJoin + 6, 'commits after B joined');
-    // A leaves gracefully (SIGTERM: its open shards are discarded, what it committed stays); B takes all over
+    await until(members(2), 'A and B in the group');
+    await wave(32);
+    await until(committedAll, 'wave 2 committed by A and B');
+    // A leaves gracefully (its open shards are discarded, what it committed stays); wave 3 goes to B and C
     (childA as ChildProcess | null)!.kill('SIGTERM');
     const ra = await a;
     ok(ra);
-    // C joins and drains what is left with B; then B is told to leave too
-    const rc = await squeeze(argsOf(true));
-    ok(rc);
+    const c = squeeze(argsOf(false), { onStart: (p) => (childC = p) });
+    await until(members(2), 'B and C in the group');
+    await wave(33);
+    await until(committedAll, 'wave 3 committed by B and C');
+    (childC as ChildProcess | null)!.kill('SIGTERM');
     (childB as ChildProcess | null)!.kill('SIGTERM');
-    ok(await b);
+    const [rb, rc] = await Promise.all([b, c]);
+    ok(rb);
+    ok(rc);
+    for (const [name, r] of [['A', ra], ['B', rb], ['C', rc]] as const) assert.ok(curated(r) > 0, `${name} curated events: ${r.stdout.slice(0, 200)}`);
+    } finally {
+      // a failed step must not leave members running (they would keep the test process alive)
+      for (const p of [childA, childB, childC] as (ChildProcess | null)[]) if (p && p.exitCode === null) p.kill('SIGKILL');
+    }
     // nothing left for a fresh member of the group, and every offset is exactly one outcome
     ok(await squeeze(argsOf(true)));
     const high = await highWatermarks(topic);
