@@ -42,6 +42,9 @@ JAEGER_OTLP_PORT="${JAEGER_OTLP_PORT:-14318}"
 JAEGER_QUERY_PORT="${JAEGER_QUERY_PORT:-16686}"
 JAEGER_QUERY_GRPC_PORT="${JAEGER_QUERY_GRPC_PORT:-16685}"
 JAEGER_HEALTH_PORT="${JAEGER_HEALTH_PORT:-13133}"
+MOTO_VERSION=5.2.5                                    # S3-compatible server (moto's server mode, from PyPI)
+S3="${S3:-auto}"                                      # auto | off
+S3_PORT="${S3_PORT:-19000}"
 PROMETHEUS_VERSION=3.16.0                             # Go module v0.316.0; keep in sync with deploy/prometheus/go.mod
 MAVEN_REPO_URL="${SQUEEZE_MAVEN_REPO_URL:-https://repo.maven.apache.org/maven2}"
 MVN="${MVN:-mvn}"
@@ -56,6 +59,8 @@ LOGS="$RUN/logs"
 KAFKA_PID="$RUN/kafka.pid"
 REGISTRY_PID="$RUN/registry.pid"
 JAEGER_PID="$RUN/jaeger.pid"
+S3_PID="$RUN/s3.pid"
+MOTO_HOME="$CACHE/moto-$MOTO_VERSION"
 JAEGER_BIN="${SQUEEZE_JAEGER_BIN:-$CACHE/jaeger-$JAEGER_VERSION/jaeger}"
 PROMETHEUS_BIN="${SQUEEZE_PROMETHEUS_BIN:-$CACHE/prometheus-$PROMETHEUS_VERSION/prometheus}"
 REGISTRY_URL="http://$HOST:$REGISTRY_PORT/apis/ccompat/v7"
@@ -210,7 +215,27 @@ fetch_prometheus() {
   go_build Prometheus "$PROMETHEUS_VERSION" "$SCRIPT_DIR/prometheus" github.com/prometheus/prometheus/cmd/prometheus "$PROMETHEUS_BIN" || true
 }
 
-cmd_fetch() { fetch_kafka; fetch_registry; fetch_jaeger; fetch_prometheus; }
+# moto's S3 server (PyPI) in a venv: it honours conditional puts (If-None-Match: * answers 412 when
+# the key exists), which exactly-once commits on object storage need. Skipped when pip cannot install it.
+fetch_s3() {
+  [[ "$S3" == off ]] && return 0
+  [[ -f "$MOTO_HOME/.complete" ]] && return 0
+  command -v python3 >/dev/null 2>&1 || { log "python3 not found: the S3 server is skipped"; return 0; }
+  mkdir -p "$CACHE/fetch-logs"
+  local t0; t0="$(now)"
+  log "installing moto[server] $MOTO_VERSION (S3-compatible server) from PyPI ..."
+  rm -rf "$MOTO_HOME"
+  if ! { python3 -m venv "$MOTO_HOME" && "$MOTO_HOME/bin/pip" install -q "moto[server]==$MOTO_VERSION"; } >"$CACHE/fetch-logs/moto.log" 2>&1; then
+    tail -n 10 "$CACHE/fetch-logs/moto.log" >&2
+    rm -rf "$MOTO_HOME"
+    log "could not install moto $MOTO_VERSION: the S3 server is skipped (its tests skip)"
+    return 0
+  fi
+  touch "$MOTO_HOME/.complete"
+  log "moto $MOTO_VERSION installed in $(elapsed "$t0")s"
+}
+
+cmd_fetch() { fetch_kafka; fetch_registry; fetch_jaeger; fetch_prometheus; fetch_s3; }
 
 # ---------------------------------------------------------------- probes
 
@@ -259,6 +284,8 @@ live_pid() {
 kafka_pid() { live_pid "$KAFKA_PID" "kafka.Kafka $RUN/kafka-config/server.properties"; }
 registry_pid() { live_pid "$REGISTRY_PID" "-Dsqueeze.services.cache=$CACHE"; }
 jaeger_pid() { live_pid "$JAEGER_PID" "$SCRIPT_DIR/jaeger/config.yaml"; }
+s3_pid() { live_pid "$S3_PID" "moto_server -H $HOST -p $S3_PORT"; }
+s3_ready() { [[ "$(http_status "http://$HOST:$S3_PORT/")" == 200 ]]; }
 
 rss_mib() { ps -o rss= -p "$1" 2>/dev/null | awk '{ printf "%.0f", $1 / 1024 }'; }
 
@@ -364,6 +391,11 @@ wait_jaeger_ready() {
   log "Jaeger ready after $(elapsed "$t0")s: OTLP/HTTP http://$HOST:$JAEGER_OTLP_PORT, query http://$HOST:$JAEGER_QUERY_PORT"
 }
 
+start_s3() {
+  nohup "$MOTO_HOME/bin/moto_server" -H "$HOST" -p "$S3_PORT" >"$LOGS/s3.log" 2>&1 </dev/null 9>&- &
+  echo $! >"$S3_PID"
+}
+
 # Poll both services together until both are ready; sets KAFKA_READY_S / REGISTRY_READY_S
 # (seconds from each launch). On death or timeout: print the logs and return 1.
 wait_both_ready() {
@@ -414,14 +446,15 @@ stop_one() {
 }
 
 cmd_stop() {
-  local kp rp jp
-  kp="$(kafka_pid || true)"; rp="$(registry_pid || true)"; jp="$(jaeger_pid || true)"
+  local kp rp jp sp
+  kp="$(kafka_pid || true)"; rp="$(registry_pid || true)"; jp="$(jaeger_pid || true)"; sp="$(s3_pid || true)"
   [[ -n "$jp" ]] && stop_one "Jaeger" "$jp"
+  [[ -n "$sp" ]] && stop_one "S3 server" "$sp"
   # registry first (no dependency on kafka with the default in-memory storage, but cheap)
   [[ -n "$rp" ]] && stop_one "Apicurio Registry" "$rp"
   [[ -n "$kp" ]] && stop_one "Kafka" "$kp"
-  rm -f "$KAFKA_PID" "$REGISTRY_PID" "$JAEGER_PID"
-  [[ -z "$kp$rp$jp" ]] && log "nothing running"
+  rm -f "$KAFKA_PID" "$REGISTRY_PID" "$JAEGER_PID" "$S3_PID"
+  [[ -z "$kp$rp$jp$sp" ]] && log "nothing running"
   return 0
 }
 
@@ -462,6 +495,22 @@ cmd_start() {
       echo "Jaeger $JAEGER_VERSION          OTLP/HTTP:         http://$HOST:$JAEGER_OTLP_PORT   query: http://$HOST:$JAEGER_QUERY_PORT"
     fi
   fi
+  if [[ "$S3" != off && -f "$MOTO_HOME/.complete" ]]; then
+    if port_open "$HOST" "$S3_PORT"; then
+      log "port $HOST:$S3_PORT is in use: the S3 server is skipped (set S3_PORT)"
+    else
+      local ts i; ts="$(now)"; start_s3
+      for i in $(seq 1 120); do s3_ready && break; s3_pid >/dev/null || break; sleep 0.25; done
+      if s3_ready; then
+        log "S3 server (moto $MOTO_VERSION) ready after $(elapsed "$ts")s"
+        echo "S3 (moto $MOTO_VERSION)        endpoint:          http://$HOST:$S3_PORT"
+      else
+        tail -n 20 "$LOGS/s3.log" >&2
+        sp="$(s3_pid || true)"; [[ -n "$sp" ]] && stop_one "S3 server" "$sp"
+        log "the S3 server did not start: it is skipped (its tests skip)"
+      fi
+    fi
+  fi
   echo "Use:  eval \"\$($0 env)\""
 }
 
@@ -472,6 +521,7 @@ cmd_status() {
   if [[ -n "$rp" ]]; then rinfo="pid $rp, rss $(rss_mib "$rp") MiB, apicurio $rv"; else rinfo="no process started by this script"; fi
   if kafka_ready; then echo "kafka:    READY  $BROKERS  ($kinfo)"; else echo "kafka:    DOWN   $BROKERS  ($kinfo)"; ok=1; fi
   if registry_ready; then echo "registry: READY  $REGISTRY_URL  ($rinfo)"; else echo "registry: DOWN   $REGISTRY_URL  ($rinfo)"; ok=1; fi
+  if s3_ready; then echo "s3:       READY  http://$HOST:$S3_PORT  (moto $MOTO_VERSION, optional)"; else echo "s3:       DOWN   (optional)"; fi
   if jaeger_ready; then echo "jaeger:   READY  http://$HOST:$JAEGER_QUERY_PORT  (pid $(jaeger_pid || echo '?'))"; else echo "jaeger:   DOWN   (optional)"; fi
   return $ok
 }
@@ -484,12 +534,14 @@ cmd_env() {
     echo "export SQUEEZE_JAEGER_QUERY=http://$HOST:$JAEGER_QUERY_PORT"
   fi
   if [[ -x "$PROMETHEUS_BIN" ]]; then echo "export SQUEEZE_PROMETHEUS_BIN=$PROMETHEUS_BIN"; fi
+  if s3_ready; then echo "export SQUEEZE_S3_ENDPOINT=http://$HOST:$S3_PORT"; fi
 }
 
 usage() {
   awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
   echo "Environment: KAFKA_PORT ($KAFKA_PORT) KAFKA_CONTROLLER_PORT ($KAFKA_CONTROLLER_PORT) REGISTRY_PORT ($REGISTRY_PORT)"
   echo "  SQUEEZE_SERVICES_CACHE ($CACHE) APICURIO_VERSION ($APICURIO_VERSIONS) SERVICES_START_TIMEOUT ($START_TIMEOUT)"
+  echo "  S3 ($S3) S3_PORT ($S3_PORT)"
   echo "  JAEGER ($JAEGER) JAEGER_OTLP_PORT ($JAEGER_OTLP_PORT) JAEGER_QUERY_PORT ($JAEGER_QUERY_PORT) SQUEEZE_JAEGER_BIN ($JAEGER_BIN)"
   echo "  KAFKA_HEAP_OPTS ($KAFKA_HEAP_OPTS) REGISTRY_HEAP_OPTS ($REGISTRY_HEAP_OPTS) KAFKA_AUTO_CREATE_TOPICS ($KAFKA_AUTO_CREATE_TOPICS)"
 }
