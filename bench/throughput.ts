@@ -29,6 +29,7 @@ import { openFileSource } from '../src/streams/file-source';
 import { avroCodec, openRegistry, toCrawlEvent } from '../src/streams/registry-codec';
 import { ShardSink } from '../src/streams/shard-sink';
 import { committedEvents, ROOT, table, writeResult } from './lib';
+import { LocalShardStore } from '../src/streams/shard-store';
 
 interface Measured {
   events: number;
@@ -192,7 +193,7 @@ async function stagesAlone(input: string, out: string): Promise<Record<string, s
       cur = r.out;
     }
     // write: roll into shards and commit them (Parquet encoding, fsync, commit records)
-    const sink = new ShardSink({ out, configHash: configHash(cfg), modelVersion: bundle?.version ?? 'none', embeddings: false, deadLetterBytes: cfg.limits.deadLetterBytes, compression: cfg.shard.compression });
+    const sink = new ShardSink({ store: new LocalShardStore(out), configHash: configHash(cfg), modelVersion: bundle?.version ?? 'none', embeddings: false, deadLetterBytes: cfg.limits.deadLetterBytes, compression: cfg.shard.compression });
     const inputs: RollInput[] = [...cur.map((batch): RollInput => ({ kind: 'data', batch })), { kind: 'flush' }];
     for (const b of cur) for (const s of b.samples) releaseForSink(s);
     const write = await timed('write', events, async () => {

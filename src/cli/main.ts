@@ -88,9 +88,7 @@ export async function run(argv: string[]): Promise<number> {
       return withTelemetry(cfg, () => replayRange(cfg, local));
     }
     default:
-      if (cfg.out && /^[a-z][a-z0-9+.-]*:\/\//i.test(cfg.out)) {
-        throw new UserError(`--out ${cfg.out}: object-store output is not supported yet; write to a directory (a mounted shared volume)`);
-      }
+      if (cfg.out) (await import('./output-dir')).checkOutputUrl(cfg.out);
       if (local.fresh && cfg.out) (await import('./output-dir')).clearOutput(cfg.out);
       return withTelemetry(cfg, () => curate(cfg));
   }

@@ -8,7 +8,6 @@
  * `lag` (Kafka): records not yet committed; `input` (files and the demo): how much of the input was
  * read, `{ done, total, unit }`, and `eta_s` the time left at the average rate so far.
  */
-import { resolve } from 'node:path';
 import type { Config } from '../config/config';
 import type { Curator } from '../curate/curator';
 import type { InputMeter } from '../streams/file-source';
@@ -77,10 +76,10 @@ export function progressReporter(cfg: Config, now: () => number = Date.now): (cu
   };
 }
 
-export function printSummary(cfg: Config, c: Curator): void {
+export function printSummary(_cfg: Config, c: Curator): void {
   const s = c.stats;
   if (process.stderr.isTTY) process.stderr.write('\n');
-  const out = resolve(cfg.out ?? '.');
+  const out = c.store.uri('.').replace(/\/\.$/, '');
   const lines = [
     `squeeze: curated ${plural(s.committedRecords, 'event')} in ${((Date.now() - s.startedAt) / 1000).toFixed(1)} s (${s.rate().toFixed(0)} events/s)` +
       (s.resumedRecords ? `, after ${s.resumedRecords} already committed by an earlier run` : ''),
@@ -90,7 +89,7 @@ export function printSummary(cfg: Config, c: Curator): void {
     `  accounting       ${s.rows} + ${s.dead} + ${s.filtered} = ${s.rows + s.dead + s.filtered} of ${s.committedRecords} events (commit records in ${out}/_commits)`,
   ];
   if (s.fenced) lines.push(`  fenced commits   ${s.fenced} (another curator owned those partitions)`);
-  if (s.shardFiles.length) lines.push(`  first shard      ${resolve(out, s.shardFiles[0])}`);
+  if (s.shardFiles.length) lines.push(`  first shard      ${c.store.uri(s.shardFiles[0])}`);
   process.stdout.write(lines.join('\n') + '\n');
 }
 

@@ -3,7 +3,9 @@ import type { Config } from '../config/config';
 import { curateKafka } from '../curate/run-kafka';
 import { connectAdmin, createKafka, highWatermarks, offsetsAtTime } from '../streams/kafka';
 import { UserError } from './errors';
-import { isEmptyOutput } from './output-dir';
+import { checkOutputUrl, isEmptyOutput, isObjectStore } from './output-dir';
+import type { S3ShardStore } from '../streams/s3-shard-store';
+import { openShardStore } from '../streams/shard-store';
 import { printSummary, progressReporter } from './progress';
 
 /** Parses `--from`/`--to`: an ISO time or epoch ms (a time), a bare offset, or p:o,p:o pairs. */
@@ -21,7 +23,12 @@ export function parseBound(text: string): { time: number } | { offset: number } 
 export async function replayRange(cfg: Config, local: Record<string, string | boolean | undefined>): Promise<number> {
   if (cfg.brokers.length === 0) throw new UserError('--brokers is required');
   if (!cfg.out) throw new UserError('--out DIR is required');
-  if (!isEmptyOutput(cfg.out)) throw new UserError(`replay writes into a new output directory; ${cfg.out} is not empty`);
+  checkOutputUrl(cfg.out);
+  if (isObjectStore(cfg.out)) {
+    const store = await openShardStore(cfg.out);
+    if (!(await (store as S3ShardStore).isEmpty())) throw new UserError(`replay writes into a new output; ${cfg.out} already holds commit records`);
+  } else if (!isEmptyOutput(cfg.out)) throw new UserError(`replay writes into a new output directory; ${cfg.out} is not empty`);
+  if (typeof local['state-from'] === 'string' && isObjectStore(local['state-from'])) throw new UserError('--state-from DIR: restoring state from an object store is not supported; give a directory');
   if (typeof local.from !== 'string') throw new UserError('--from TIME|OFFSETS is required');
   const kafka = createKafka(cfg);
   const admin = await connectAdmin(kafka, cfg);

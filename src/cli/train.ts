@@ -27,6 +27,7 @@ function num(local: Record<string, string | boolean | undefined>, key: string, d
 export async function trainCommand(cfg: Config, local: Record<string, string | boolean | undefined>, signal?: AbortSignal): Promise<number> {
   if (typeof local.shards !== 'string') throw new UserError('--shards DIR is required: the curated output directory to train on');
   const { existsSync } = await import('node:fs');
+  if (local.shards.startsWith('s3://')) throw new UserError(`--shards ${local.shards}: the trainer follows a directory; it does not read object stores yet (see docs/OBJECT-STORE.md)`);
   if (!existsSync(local.shards)) throw new UserError(`--shards ${local.shards}: no such directory`);
   const { lastStepTrace, runTrainer, TRAINER_DEFAULTS } = await import('../train/trainer');
   const { bundleDir } = await import('../curate/models');

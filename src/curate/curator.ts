@@ -16,8 +16,9 @@ import { type Batch, newSample, partitionKey, type Rejection, releaseForSink, ty
 import { eventChild, linksTo, nowMs, startEventSpan, startLinkedSpan, traceparentOf } from '../telemetry/event-trace';
 import { StateRegistry } from '../operators/state';
 import type { Coord, CrawlEvent } from '../records';
-import { type CommitRecord, FencedError, readState, recoverPartition } from '../streams/shard-log';
+import { type CommitRecord, FencedError, readState } from '../streams/shard-log';
 import { type CommitResult, ShardSink } from '../streams/shard-sink';
+import { LocalShardStore, type ShardStore } from '../streams/shard-store';
 import type { BundleHolder } from './bundle-holder';
 import type { MixWeightsStore } from './mix-weights';
 import { curationChain } from './pipeline';
@@ -54,6 +55,8 @@ export interface CuratorDeps {
   /** the model bundle; null runs without model stages */
   bundle: BundleHolder | null;
   weights: MixWeightsStore;
+  /** where shards go (openShardStore(cfg.out)); default: the directory cfg.out */
+  store?: ShardStore;
   /** called in commit order after each commit record exists */
   onCommit?: (result: CommitResult) => Promise<void>;
   /** another curator committed this partition first: the edge must re-assign it */
@@ -68,6 +71,7 @@ export class Curator {
   private readonly input$ = new Subject<Batch>();
   private readonly control$ = new Subject<RollInput>();
   private readonly sink: ShardSink;
+  readonly store: ShardStore;
   /** batches pushed and not yet handed to the roller */
   private admitted = 0;
   /** 1 while a batch (or an exclusive action such as a restore) is in the stateful section */
@@ -80,10 +84,11 @@ export class Curator {
   readonly finished: Promise<void>;
   private readonly maxPendingCommits = 2;
 
-  constructor(private readonly cfg: Config, private readonly deps: CuratorDeps) {
+  constructor(cfg: Config, private readonly deps: CuratorDeps) {
     if (!cfg.out) throw new Error('an output directory (--out) is required');
+    this.store = deps.store ?? new LocalShardStore(cfg.out);
     this.sink = new ShardSink({
-      out: cfg.out,
+      store: this.store,
       configHash: configHash(cfg),
       modelVersion: deps.bundle?.version ?? cfg.modelVersion,
       embeddings: cfg.output.embeddings,
@@ -141,7 +146,7 @@ export class Curator {
 
   /** Recovers a partition from its commit records; returns the first offset to read (null: from the start). */
   async assign(topic: string, partition: number): Promise<number | null> {
-    const rec = await recoverPartition(this.cfg.out!, topic, partition);
+    const rec = await this.store.recover(topic, partition);
     const key = partitionKey(topic, partition);
     await this.exclusive(() => {
       this.epochs.set(key, (this.epochs.get(key) ?? 0) + 1);

@@ -3,6 +3,7 @@
  * output directory. Records go through Avro with the library's in-memory schema registry, the same
  * decode path Kafka mode uses. Re-running over the same --out resumes after the last commit record.
  */
+import { openShardStore } from '../streams/shard-store';
 import { basename } from 'node:path';
 import type { Config } from '../config/config';
 import { generateCrawl } from '../gen';
@@ -30,9 +31,10 @@ export async function curateFiles(given: Config, opts: FileRunOptions = {}): Pro
   const records: AsyncIterable<FileRecord> = cfg.input
     ? openFileSource(cfg.input, { maxRecordBytes: cfg.limits.maxRecordBytes, maxImageBytes: cfg.limits.maxImageBytes }, { imageRoot: cfg.imageRoot, meter })
     : demoRecords(topic, demo!.events);
+  const store = await openShardStore(cfg.out!);
   const bundle = await openModels(cfg);
   if (demo) process.stderr.write(`squeeze: demo: ${demo.what}\n`);
-  const curator = new Curator(cfg, { decode: codec.decode, fetch: makeFetcher(cfg), bundle, weights: openWeights(cfg, bundle) });
+  const curator = new Curator(cfg, { decode: codec.decode, fetch: makeFetcher(cfg), bundle, weights: openWeights(cfg, bundle), store });
   const next = (await curator.assign(topic, 0)) ?? 0;
   const progress = (): void => opts.onProgress?.(curator, meter);
   // a line after each commit as well as every second, so progress never lags the commit records

@@ -18,6 +18,7 @@ import {
 } from '../streams/kafka';
 import { openCodecs, openRegistry, type Codecs } from '../streams/registry-codec';
 import { readCommits } from '../streams/shard-log';
+import { openShardStore, type ShardStore } from '../streams/shard-store';
 import type { CommitResult } from '../streams/shard-sink';
 import { Curator } from './curator';
 import { makeFetcher } from './run-files';
@@ -48,6 +49,8 @@ export const dlqTopic = (cfg: Config): string => `${cfg.topic}.dlq`;
 export const manifestTopic = (cfg: Config): string => cfg.kafka.manifestTopic ?? `${cfg.topic}.manifest`;
 
 export async function curateKafka(cfg: Config, opts: KafkaRunOptions = {}): Promise<Curator> {
+  // the output first: a missing bucket or wrong credentials is a one-line error before Kafka is touched
+  const store = await openShardStore(cfg.out!);
   const kafka = createKafka(cfg);
   const replay = opts.replayGroup !== undefined;
   // replay has announced the connection already
@@ -93,6 +96,7 @@ export async function curateKafka(cfg: Config, opts: KafkaRunOptions = {}): Prom
     fetch: makeFetcher(cfg),
     bundle,
     weights,
+    store,
     onCommit: (r) => afterCommit(r, { producer, consumer, codecs, cfg, commit: !replay }),
     onFenced: (topic, partition) => void edge?.reset(topic, partition),
   });
@@ -137,7 +141,7 @@ export async function curateKafka(cfg: Config, opts: KafkaRunOptions = {}): Prom
       if (done === 'finished' || opts.signal?.aborted) break;
       const high = await highWatermarks(admin, cfg.topic);
       const ends = opts.endOffsets ?? high;
-      lag = await outstanding(cfg.out!, cfg.topic, ends, opts.startOffsets);
+      lag = await outstanding(store, cfg.topic, ends, opts.startOffsets);
       opts.onProgress?.(curator, lag);
       // (a member the group gives no partition still stops, after 30 s)
       if ((cfg.drain || replay) && lag === 0 && (recoveredPartitions > 0 || Date.now() - started > 30_000)) break;
@@ -175,10 +179,10 @@ function applyControl(e: ControlEvent, weights: MixWeightsStore, bundle: BundleH
 }
 
 /** Records between each partition's last commit record and its end, summed (0 when all are committed). */
-async function outstanding(out: string, topic: string, ends: Map<number, number>, starts?: Map<number, number>): Promise<number> {
+async function outstanding(store: ShardStore, topic: string, ends: Map<number, number>, starts?: Map<number, number>): Promise<number> {
   let total = 0;
   for (const [partition, end] of ends) {
-    const commits = await readCommits(out, topic, partition);
+    const commits = await store.readCommits(topic, partition);
     const next = commits.length ? commits[commits.length - 1].end_offset + 1 : (starts?.get(partition) ?? 0);
     total += Math.max(0, end - next);
   }

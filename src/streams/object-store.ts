@@ -3,7 +3,7 @@
  * A commit record may only be written if no other curator wrote it first, and without rename or link
  * the store itself must refuse the second writer: a PutObject with `If-None-Match: *` must fail with
  * 412 when the key exists. `checkObjectStore` verifies that, the bucket and the credentials, and says
- * in one line what is wrong. (The S3 shard sink that builds on it is not written yet: docs/SIZING.md.)
+ * in one line what is wrong. The shard store that builds on it is src/streams/s3-shard-store.ts.
  *
  * Credentials and region come from the usual AWS environment variables (AWS_ACCESS_KEY_ID,
  * AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL for non-AWS stores).
@@ -38,6 +38,8 @@ export interface StoreOptions {
 }
 
 export function s3Client(o: StoreOptions = {}): S3Client {
+  // the pinned SDK runs on Node 20; its notice about future SDK releases needing Node 22 is not for our users
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   const endpoint = o.endpoint ?? process.env.AWS_ENDPOINT_URL_S3 ?? process.env.AWS_ENDPOINT_URL;
   return new S3Client({
     region: o.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? 'us-east-1',

@@ -1,30 +1,20 @@
 /**
- * The Parquet shard sink and its commit protocol (DESIGN 5): write the shard under a temporary
- * name, fsync, rename to <start>-<end>.parquet; the same for dead letters and operator state; then
- * create the commit record exclusively (temp + link, which fails if another curator got there first).
- * Only after that may the caller publish the manifest and commit `end + 1` to Kafka.
+ * The Parquet shard sink and its commit protocol (DESIGN 5): it turns a closed chunk into curated rows,
+ * dead letters, operator state and a commit record, and has its store place them (shard-store.ts: a
+ * directory, renames and link(); an object store, attempt-unique keys and a conditional put). Only after the
+ * commit record exists may the caller publish the manifest and commit `end + 1` to Kafka.
  */
 import { traceparentOf } from '../telemetry/event-trace';
-import { promises as fs } from 'node:fs';
-import { join, relative } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import type { ShardChunk } from '../operators/roll-shards';
 import type { Sample } from '../operators/sample';
 import type { CuratedRow, DeadLetter, ShardManifest } from '../records';
-import { writeRowsParquet, PARQUET_SCHEMA_VERSION } from './parquet-rows';
-import {
-  COMMIT_VERSION,
-  type CommitRecord,
-  clearOrphans,
-  FencedError,
-  fsyncDir,
-  pad,
-  partitionPaths,
-  writeTemp,
-} from './shard-log';
+import { PARQUET_SCHEMA_VERSION } from './parquet-rows';
+import { COMMIT_VERSION, type CommitRecord } from './shard-log';
+import type { ShardStore } from './shard-store';
 
 export interface ShardSinkOptions {
-  out: string;
+  store: ShardStore;
   configHash: string;
   /** model version of rows no model stage touched */
   modelVersion: string;
@@ -52,10 +42,6 @@ export class ShardSink {
     const { topic, partition, samples } = chunk;
     const start = samples[0].coord.offset;
     const end = samples[samples.length - 1].coord.offset;
-    const paths = partitionPaths(this.o.out, topic, partition);
-    const commitPath = join(paths.commits, `${pad(start)}.json`);
-    if (await exists(commitPath)) throw new FencedError(topic, partition, start);
-
     const created = this.now();
     const rows: CuratedRow[] = [];
     const dead: DeadLetter[] = [];
@@ -77,49 +63,7 @@ export class ShardSink {
     // the model(s) that processed this range: more than one when a bundle swap fell inside it
     const versions = [...new Set(samples.map((s) => s.modelVersion).filter((v): v is string => typeof v === 'string' && v.length > 0))];
     const modelVersion = versions.length > 0 ? versions.join(',') : this.o.modelVersion;
-    const range = `${pad(start)}-${pad(end)}`;
-    // A temporary (or its directory) that vanishes while we write or place it was removed by a curator that
-    // was assigned this partition and recovered it: this one is a zombie for it and re-syncs, as when it
-    // loses the commit race. Files it placed already may carry the new owner's names; the next recovery
-    // removes them unless a commit record names them.
-    const owned = async <T>(step: () => Promise<T>): Promise<T> => {
-      try {
-        return await step();
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new FencedError(topic, partition, start);
-        throw e;
-      }
-    };
-
-    const placed: string[] = [];
-    const place = async (write: () => Promise<string>, dir: string, name: string): Promise<string> => {
-      const final = join(dir, name);
-      const tmp = await owned(write);
-      await owned(() => fs.rename(tmp, final));
-      placed.push(final);
-      return relative(this.o.out, final);
-    };
-
-    let shard: string | null = null;
-    let shardBytes = 0;
-    if (rows.length > 0) {
-      await fs.mkdir(paths.shards, { recursive: true });
-      const writeShard = async (): Promise<string> => {
-        const tmp = join(paths.shards, `.tmp-${range}-${process.pid}-${Math.random().toString(36).slice(2)}.parquet`);
-        shardBytes = (await writeRowsParquet(tmp, rows, { compression: this.o.compression })).bytes;
-        return tmp;
-      };
-      shard = await place(writeShard, paths.shards, `${range}.parquet`);
-    }
-    let deadLetters: string | null = null;
-    if (dead.length > 0) {
-      const lines = dead.map((d) => JSON.stringify(d)).join('\n') + '\n';
-      deadLetters = await place(() => writeTemp(paths.dlq, range, lines), paths.dlq, `${range}.jsonl`);
-    }
-    const stateBytes = gzipSync(JSON.stringify(chunk.state));
-    const state = await place(() => writeTemp(paths.state, range, stateBytes), paths.state, `${pad(start)}.json.gz`);
-
-    const record: CommitRecord = {
+    const base: Omit<CommitRecord, 'shard' | 'shard_bytes' | 'dead_letters' | 'state'> = {
       version: COMMIT_VERSION,
       topic,
       partition,
@@ -132,10 +76,6 @@ export class ShardSink {
       dead_by_reason: deadByReason,
       filtered_by_reason: filteredByReason,
       filtered_offsets: filteredOffsets,
-      shard,
-      shard_bytes: shardBytes,
-      dead_letters: deadLetters,
-      state,
       close_reason: chunk.reason,
       config_hash: this.o.configHash,
       model_version: modelVersion,
@@ -144,26 +84,20 @@ export class ShardSink {
     };
     // sampled events' trace contexts by offset (kept, dead and filtered), only when tracing is on
     const traced = samples.filter((s) => s.trace);
-    if (traceparent) record.traceparent = traceparent;
-    if (traced.length > 0) record.traces = Object.fromEntries(traced.map((s) => [String(s.coord.offset), traceparentOf(s.trace!.spanContext())]));
-    const tmp = await owned(() => writeTemp(paths.commits, range, JSON.stringify(record, null, 1)));
-    try {
-      await fs.link(tmp, commitPath);
-    } catch (e) {
-      // our temporary record was removed by the new owner's recovery: as above, a zombie, fenced
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new FencedError(topic, partition, start);
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      // Lost the race to a curator that now owns this partition: leave its files, remove ours.
-      const winner = JSON.parse(await fs.readFile(commitPath, 'utf8')) as CommitRecord;
-      const theirs = new Set([winner.shard, winner.dead_letters, winner.state].filter(Boolean).map((f) => join(this.o.out, f as string)));
-      for (const final of placed) if (!theirs.has(final)) await fs.rm(final, { force: true });
-      await clearOrphans(this.o.out, winner);
-      throw new FencedError(topic, partition, start);
-    } finally {
-      await fs.rm(tmp, { force: true });
-    }
-    await fsyncDir(paths.commits);
-    await clearOrphans(this.o.out, record);
+    if (traceparent) base.traceparent = traceparent;
+    if (traced.length > 0) base.traces = Object.fromEntries(traced.map((s) => [String(s.coord.offset), traceparentOf(s.trace!.spanContext())]));
+    const record = await this.o.store.commit({
+      topic,
+      partition,
+      start,
+      end,
+      rows,
+      compression: this.o.compression,
+      deadLines: dead.length > 0 ? dead.map((d) => JSON.stringify(d)).join('\n') + '\n' : null,
+      state: gzipSync(JSON.stringify(chunk.state)),
+      record: base,
+    });
+    const shard = record.shard;
 
     const manifest: ShardManifest | null = shard
       ? {
@@ -235,14 +169,5 @@ export class ShardSink {
       truncated,
       failed_at: at,
     };
-  }
-}
-
-async function exists(p: string): Promise<boolean> {
-  try {
-    await fs.access(p);
-    return true;
-  } catch {
-    return false;
   }
 }

@@ -7,6 +7,7 @@ import { generateCrawl } from '../../src/gen/index';
 import type { Sample } from '../../src/operators/sample';
 import { ShardSink } from '../../src/streams/shard-sink';
 import { keptSample } from './samples';
+import { LocalShardStore } from '../../src/streams/shard-store';
 
 export interface TrainShardOptions {
   out: string;
@@ -28,7 +29,7 @@ export interface TrainShardOptions {
 export async function writeTrainShards(o: TrainShardOptions): Promise<{ rows: number; ids: string[]; copies: number[] }> {
   const topic = o.topic ?? 'crawl';
   const parts = o.partitions ?? 1;
-  const sink = new ShardSink({ out: o.out, configHash: 'test', modelVersion: 'test', deadLetterBytes: 64, compression: 'SNAPPY', now: () => 1_700_000_000_000 });
+  const sink = new ShardSink({ store: new LocalShardStore(o.out), configHash: 'test', modelVersion: 'test', deadLetterBytes: 64, compression: 'SNAPPY', now: () => 1_700_000_000_000 });
   const rows: { image: Buffer; caption: string; id: string }[] = [];
   for await (const ev of generateCrawl({ n: o.events, seed: o.seed })) {
     const a = ev.attrs;

@@ -7,6 +7,7 @@ import { after, test } from 'node:test';
 import type { ShardChunk } from '../../src/operators/roll-shards';
 import { type CommitRecord, listCommittedPartitions, readCommits } from '../../src/streams/shard-log';
 import { ShardSink } from '../../src/streams/shard-sink';
+import { LocalShardStore } from '../../src/streams/shard-store';
 import { keptSample } from '../helpers/samples';
 
 // The Python reader (python/squeeze_reader) in a venv of its own: its unit tests, then shards written by ShardSink.
@@ -79,7 +80,7 @@ test('python reader: unit tests, and shards written by ShardSink read back in th
   await t.test('SqueezeShards reads ShardSink shards: each row `copies` times, shards in contract order', async () => {
     const out = join(dir, 'out');
     const commitAt = (c: ShardChunk, createdAt: number) =>
-      new ShardSink({ out, configHash: 'cfg', modelVersion: 'm1', deadLetterBytes: 64, compression: 'SNAPPY', now: () => createdAt }).commit(c);
+      new ShardSink({ store: new LocalShardStore(out), configHash: 'cfg', modelVersion: 'm1', deadLetterBytes: 64, compression: 'SNAPPY', now: () => createdAt }).commit(c);
     const chunks: [ShardChunk, number][] = [
       [chunk('crawl', 0, 0, [1, 2, 0, 3, 1]), 2000],
       [chunk('crawl', 1, 0, [2, 1, null, 3]), 1000],

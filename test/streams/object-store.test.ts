@@ -78,9 +78,22 @@ test('throttling (503 SlowDown) is retried with backoff a bounded number of time
   }
 });
 
-test('--out s3://... is a one-line error until the object-store sink exists', async () => {
-  const r = await squeeze(['curate', '--demo', '5', '--out', 's3://bucket/prefix']);
-  assert.equal(r.code, 2);
-  assert.match(r.stderr.trim(), /^squeeze: error: --out s3:\/\/bucket\/prefix: object-store output is not supported yet/);
-  assert.equal(r.stderr.trim().split('\n').length, 1);
+test('--out: other URL schemes, bad bucket names and --fresh on a store are one-line usage errors', async () => {
+  for (const [args, want] of [
+    [['--out', 'ftp://host/dir'], /^squeeze: error: --out ftp:\/\/host\/dir: the output is a directory or an S3-compatible store/],
+    [['--out', 's3://Bad_Bucket/p'], /^squeeze: error: s3:\/\/Bad_Bucket: not a valid bucket name/],
+    [['--out', 's3://shards/p', '--fresh'], /^squeeze: error: --fresh deletes directories only/],
+  ] as [string[], RegExp][]) {
+    const r = await squeeze(['curate', '--demo', '5', ...args]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr.trim(), want);
+    assert.equal(r.stderr.trim().split('\n').length, 1);
+  }
+});
+
+test('--out s3:// with a missing bucket or wrong credentials fails at start-up in one line', { skip }, async () => {
+  const env = { AWS_ENDPOINT_URL_S3: ENDPOINT, AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test' };
+  const r = await squeeze(['curate', '--demo', '5', '--models', 'none', '--progress', 'off', '--out', 's3://no-such-bucket-here/p'], { env });
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr.trim(), /^squeeze: error: s3:\/\/no-such-bucket-here\/p: bucket no-such-bucket-here does not exist$/);
 });

@@ -8,9 +8,10 @@ import { FencedError, partitionPaths, readCommits, recoverPartition } from '../.
 import { ShardSink } from '../../src/streams/shard-sink';
 import { duckQuery } from '../helpers/duckdb';
 import { keptSample } from '../helpers/samples';
+import { LocalShardStore } from '../../src/streams/shard-store';
 
 const sinkAt = (out: string) =>
-  new ShardSink({ out, configHash: 'cfg1', modelVersion: 'm1', deadLetterBytes: 8, compression: 'SNAPPY', now: () => 1_700_000_000_000 });
+  new ShardSink({ store: new LocalShardStore(out), configHash: 'cfg1', modelVersion: 'm1', deadLetterBytes: 8, compression: 'SNAPPY', now: () => 1_700_000_000_000 });
 
 function chunk(from: number, n: number, partition = 0): ShardChunk {
   const samples = Array.from({ length: n }, (_, i) => keptSample(from + i, { partition }));

@@ -1,0 +1,158 @@
+/**
+ * Where shards, dead letters, operator state and commit records live: a local directory or an
+ * S3-compatible object store (src/streams/s3-shard-store.ts). Both keep the layout of shard-log.ts and
+ * the rule that only commit records say what exists; they differ in how a range is placed:
+ *  - a directory: temporaries renamed to <start>-<end> names, the record created with link();
+ *  - an object store: attempt-unique keys, the record created with a conditional put (If-None-Match).
+ */
+import { promises as fs } from 'node:fs';
+import { join, relative, resolve } from 'node:path';
+import type { CuratedRow } from '../records';
+import { checkObjectStore, parseS3Url } from './object-store';
+import { writeRowsParquet } from './parquet-rows';
+import {
+  type CommitRecord,
+  clearOrphans,
+  FencedError,
+  fsyncDir,
+  pad,
+  partitionPaths,
+  readCommits,
+  readState,
+  recoverPartition,
+  type Recovered,
+  writeTemp,
+} from './shard-log';
+
+/** One range's contents, ready to place; the store fills in the file names of the record. */
+export interface RangeFiles {
+  topic: string;
+  partition: number;
+  start: number;
+  end: number;
+  /** curated rows; none means no shard */
+  rows: CuratedRow[];
+  compression: 'UNCOMPRESSED' | 'GZIP' | 'SNAPPY';
+  /** dead letters as JSON lines; null when there are none */
+  deadLines: string | null;
+  /** gzipped operator state after `end` */
+  state: Buffer;
+  record: Omit<CommitRecord, 'shard' | 'shard_bytes' | 'dead_letters' | 'state'>;
+}
+
+export interface ShardStore {
+  /** the output as the user named it (a directory or s3://bucket/prefix) */
+  readonly root: string;
+  /** where a reader finds a file a commit record names (an absolute path or an s3:// URL) */
+  uri(rel: string): string;
+  /** all commit records of a partition, in offset order */
+  readCommits(topic: string, partition: number): Promise<CommitRecord[]>;
+  /** the latest commit and its state; removes what no commit record names (see shard-log.ts) */
+  recover(topic: string, partition: number): Promise<Recovered>;
+  readState(rel: string): Promise<Record<string, unknown>>;
+  /** places the range and creates its commit record exclusively; FencedError when another curator did first */
+  commit(files: RangeFiles): Promise<CommitRecord>;
+}
+
+/** The store for `--out`: s3://bucket/prefix or a directory. */
+export async function openShardStore(out: string): Promise<ShardStore> {
+  const loc = parseS3Url(out);
+  if (!loc) return new LocalShardStore(out);
+  const { S3ShardStore } = await import('./s3-shard-store');
+  const store = new S3ShardStore(loc);
+  await checkObjectStore(store.client, loc);
+  return store;
+}
+
+export class LocalShardStore implements ShardStore {
+  constructor(readonly root: string) {}
+
+  uri(rel: string): string {
+    return resolve(this.root, rel);
+  }
+
+  readCommits(topic: string, partition: number): Promise<CommitRecord[]> {
+    return readCommits(this.root, topic, partition);
+  }
+
+  recover(topic: string, partition: number): Promise<Recovered> {
+    return recoverPartition(this.root, topic, partition);
+  }
+
+  readState(rel: string): Promise<Record<string, unknown>> {
+    return readState(this.root, rel);
+  }
+
+  async commit(f: RangeFiles): Promise<CommitRecord> {
+    const { topic, partition, start, end } = f;
+    const out = this.root;
+    const paths = partitionPaths(out, topic, partition);
+    const commitPath = join(paths.commits, `${pad(start)}.json`);
+    if (await exists(commitPath)) throw new FencedError(topic, partition, start);
+    const range = `${pad(start)}-${pad(end)}`;
+    // A temporary (or its directory) that vanishes while we write or place it was removed by a curator that
+    // was assigned this partition and recovered it: this one is a zombie for it and re-syncs, as when it
+    // loses the commit race. Files it placed already may carry the new owner's names; the next recovery
+    // removes them unless a commit record names them.
+    const owned = async <T>(step: () => Promise<T>): Promise<T> => {
+      try {
+        return await step();
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new FencedError(topic, partition, start);
+        throw e;
+      }
+    };
+    const placed: string[] = [];
+    const place = async (write: () => Promise<string>, dir: string, name: string): Promise<string> => {
+      const final = join(dir, name);
+      const tmp = await owned(write);
+      await owned(() => fs.rename(tmp, final));
+      placed.push(final);
+      return relative(out, final);
+    };
+
+    let shard: string | null = null;
+    let shardBytes = 0;
+    if (f.rows.length > 0) {
+      await fs.mkdir(paths.shards, { recursive: true });
+      const writeShard = async (): Promise<string> => {
+        const tmp = join(paths.shards, `.tmp-${range}-${process.pid}-${Math.random().toString(36).slice(2)}.parquet`);
+        shardBytes = (await writeRowsParquet(tmp, f.rows, { compression: f.compression })).bytes;
+        return tmp;
+      };
+      shard = await place(writeShard, paths.shards, `${range}.parquet`);
+    }
+    const deadLetters = f.deadLines !== null ? await place(() => writeTemp(paths.dlq, range, f.deadLines!), paths.dlq, `${range}.jsonl`) : null;
+    const state = await place(() => writeTemp(paths.state, range, f.state), paths.state, `${pad(start)}.json.gz`);
+
+    const record: CommitRecord = { ...f.record, shard, shard_bytes: shardBytes, dead_letters: deadLetters, state };
+    const tmp = await owned(() => writeTemp(paths.commits, range, JSON.stringify(record, null, 1)));
+    try {
+      await fs.link(tmp, commitPath);
+    } catch (e) {
+      // our temporary record was removed by the new owner's recovery: as above, a zombie, fenced
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new FencedError(topic, partition, start);
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      // Lost the race to a curator that now owns this partition: leave its files, remove ours.
+      const winner = JSON.parse(await fs.readFile(commitPath, 'utf8')) as CommitRecord;
+      const theirs = new Set([winner.shard, winner.dead_letters, winner.state].filter(Boolean).map((x) => join(out, x as string)));
+      for (const final of placed) if (!theirs.has(final)) await fs.rm(final, { force: true });
+      await clearOrphans(out, winner);
+      throw new FencedError(topic, partition, start);
+    } finally {
+      await fs.rm(tmp, { force: true });
+    }
+    await fsyncDir(paths.commits);
+    await clearOrphans(out, record);
+    return record;
+  }
+}
+
+async function exists(p: string): Promise<boolean> {
+  try {
+    await fs.access(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
