@@ -43,6 +43,7 @@ JAEGER_QUERY_PORT="${JAEGER_QUERY_PORT:-16686}"
 JAEGER_QUERY_GRPC_PORT="${JAEGER_QUERY_GRPC_PORT:-16685}"
 JAEGER_HEALTH_PORT="${JAEGER_HEALTH_PORT:-13133}"
 MOTO_VERSION=5.2.5                                    # S3-compatible server (moto's server mode, from PyPI)
+DUCKDB_HTTPFS_VERSION=1.5.5                           # DuckDB httpfs extension (PyPI), matches @duckdb/node-api
 S3="${S3:-auto}"                                      # auto | off
 S3_PORT="${S3_PORT:-19000}"
 PROMETHEUS_VERSION=3.16.0                             # Go module v0.316.0; keep in sync with deploy/prometheus/go.mod
@@ -235,7 +236,26 @@ fetch_s3() {
   log "moto $MOTO_VERSION installed in $(elapsed "$t0")s"
 }
 
-cmd_fetch() { fetch_kafka; fetch_registry; fetch_jaeger; fetch_prometheus; fetch_s3; }
+# DuckDB's httpfs extension, so tests read shards over s3:// with an independent reader. DuckDB
+# downloads extensions from its own site, which is not reachable here; PyPI ships the same binary.
+# Its version must match @duckdb/node-api's engine (package.json). Optional: those tests skip.
+fetch_httpfs() {
+  [[ "$S3" == off ]] && return 0
+  [[ -f "$MOTO_HOME/.complete" ]] || return 0
+  [[ -f "$MOTO_HOME/.httpfs-$DUCKDB_HTTPFS_VERSION" ]] && return 0
+  log "installing duckdb-extension-httpfs $DUCKDB_HTTPFS_VERSION from PyPI ..."
+  if ! "$MOTO_HOME/bin/pip" install -q "duckdb-extension-httpfs==$DUCKDB_HTTPFS_VERSION" >"$CACHE/fetch-logs/httpfs.log" 2>&1; then
+    tail -n 5 "$CACHE/fetch-logs/httpfs.log" >&2
+    log "could not install DuckDB's httpfs extension: reading shards over s3:// in tests is skipped"
+    return 0
+  fi
+  touch "$MOTO_HOME/.httpfs-$DUCKDB_HTTPFS_VERSION"
+}
+httpfs_path() {
+  compgen -G "$MOTO_HOME/lib/python3*/site-packages/duckdb_extension_httpfs/extensions/v$DUCKDB_HTTPFS_VERSION/httpfs.duckdb_extension" | head -n 1
+}
+
+cmd_fetch() { fetch_kafka; fetch_registry; fetch_jaeger; fetch_prometheus; fetch_s3; fetch_httpfs; }
 
 # ---------------------------------------------------------------- probes
 
@@ -535,6 +555,8 @@ cmd_env() {
   fi
   if [[ -x "$PROMETHEUS_BIN" ]]; then echo "export SQUEEZE_PROMETHEUS_BIN=$PROMETHEUS_BIN"; fi
   if s3_ready; then echo "export SQUEEZE_S3_ENDPOINT=http://$HOST:$S3_PORT"; fi
+  local hf; hf="$(httpfs_path || true)"
+  if [[ -n "$hf" ]]; then echo "export SQUEEZE_DUCKDB_HTTPFS=$hf"; fi
 }
 
 usage() {

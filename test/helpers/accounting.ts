@@ -6,8 +6,9 @@
  */
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { partitionPaths, readCommits } from '../../src/streams/shard-log';
+import { join, posix } from 'node:path';
+import { partitionKeys, type S3ShardStore } from '../../src/streams/s3-shard-store';
+import { type CommitRecord, readCommits } from '../../src/streams/shard-log';
 import { duckQuery, sqlQuote } from './duckdb';
 
 export interface Audit {
@@ -19,11 +20,48 @@ export interface Audit {
   shards: string[];
 }
 
+/** Where an audit reads a run's output: a local directory or an object store, through its commit records. */
+export interface OutputView {
+  readCommits(topic: string, partition: number): Promise<CommitRecord[]>;
+  /** what DuckDB's read_parquet is given for a relative path */
+  parquetUri(rel: string): string;
+  readText(rel: string): Promise<string>;
+  /** names directly under a relative directory (none when it does not exist) */
+  listNames(dir: string): Promise<string[]>;
+}
+
+export function localView(out: string): OutputView {
+  return {
+    readCommits: (topic, partition) => readCommits(out, topic, partition),
+    parquetUri: (rel) => join(out, rel),
+    readText: async (rel) => readFileSync(join(out, rel), 'utf8'),
+    listNames: async (dir) => (existsSync(join(out, dir)) ? readdirSync(join(out, dir)) : []),
+  };
+}
+
+/** An S3 output read with the store's own listing and DuckDB over s3:// (helpers/duckdb-s3 loads httpfs). */
+export function storeView(store: S3ShardStore): OutputView {
+  return {
+    readCommits: (topic, partition) => store.readCommits(topic, partition),
+    parquetUri: (rel) => store.uri(rel),
+    readText: async (rel) => {
+      const body = await store.get(rel);
+      assert.ok(body, `${store.uri(rel)} is named by a commit record but missing`);
+      return body.toString('utf8');
+    },
+    listNames: (dir) => store.list(dir),
+  };
+}
+
 /** `expected`: partition -> number of input records (offsets 0..n-1). */
 export async function auditOutput(out: string, topic: string, expected: Map<number, number>): Promise<Audit> {
+  return auditView(localView(out), topic, expected);
+}
+
+export async function auditView(view: OutputView, topic: string, expected: Map<number, number>): Promise<Audit> {
   const audit: Audit = { rows: 0, dead: 0, filtered: 0, deadByReason: {}, filteredByReason: {}, shards: [] };
   for (const [partition, count] of expected) {
-    const commits = await readCommits(out, topic, partition);
+    const commits = await view.readCommits(topic, partition);
     const seen = new Map<number, string>();
     const mark = (offset: number, what: string): void => {
       assert.ok(!seen.has(offset), `${topic}[${partition}] offset ${offset} is both ${seen.get(offset)} and ${what}`);
@@ -34,11 +72,11 @@ export async function auditOutput(out: string, topic: string, expected: Map<numb
     for (const c of commits) {
       assert.ok(c.start_offset > prevEnd, `commit records overlap at ${topic}[${partition}] ${c.start_offset}`);
       prevEnd = c.end_offset;
-      for (const f of [c.shard, c.dead_letters, c.state]) if (f) named.add(join(out, f));
+      for (const f of [c.shard, c.dead_letters, c.state]) if (f) named.add(posix.normalize(f));
       if (c.shard) {
-        audit.shards.push(join(out, c.shard));
+        audit.shards.push(view.parquetUri(c.shard));
         const rows = await duckQuery(
-          `SELECT source_offset, source_partition, source_topic FROM read_parquet(${sqlQuote(join(out, c.shard))})`,
+          `SELECT source_offset, source_partition, source_topic FROM read_parquet(${sqlQuote(view.parquetUri(c.shard))})`,
         );
         assert.equal(rows.length, c.rows, `row count of ${c.shard}`);
         for (const r of rows) {
@@ -48,7 +86,7 @@ export async function auditOutput(out: string, topic: string, expected: Map<numb
         }
       } else assert.equal(c.rows, 0);
       if (c.dead_letters) {
-        const lines = readFileSync(join(out, c.dead_letters), 'utf8').trim().split('\n');
+        const lines = (await view.readText(c.dead_letters)).trim().split('\n');
         assert.equal(lines.length, c.dead);
         for (const l of lines) {
           const d = JSON.parse(l) as { source_offset: number; reason: string; message: string };
@@ -71,14 +109,13 @@ export async function auditOutput(out: string, topic: string, expected: Map<numb
     }
     for (let o = 0; o < count; o++) assert.ok(seen.has(o), `${topic}[${partition}] offset ${o} is not accounted for`);
     assert.equal(seen.size, count, `${topic}[${partition}] has offsets beyond its input`);
-    const p = partitionPaths(out, topic, partition);
+    const p = partitionKeys(topic, partition);
     for (const dir of [p.shards, p.dlq, p.state]) {
-      if (!existsSync(dir)) continue;
-      for (const name of readdirSync(dir)) {
-        assert.ok(named.has(join(dir, name)), `${join(dir, name)} is visible but no commit record names it`);
+      for (const name of await view.listNames(dir)) {
+        assert.ok(named.has(posix.join(dir, name)), `${posix.join(dir, name)} is visible but no commit record names it`);
       }
     }
-    if (existsSync(p.commits)) for (const name of readdirSync(p.commits)) assert.ok(!name.startsWith('.tmp-'), 'no temporary commit record left');
+    for (const name of await view.listNames(p.commits)) assert.ok(!name.startsWith('.tmp-'), 'no temporary commit record left');
   }
   return audit;
 }

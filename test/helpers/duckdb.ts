@@ -53,3 +53,17 @@ export async function duckDescribe(parquetPath: string): Promise<Record<string, 
   for (const r of rows) out[String(r['column_name'])] = String(r['column_type']);
   return out;
 }
+
+/**
+ * Lets this process's DuckDB read s3:// from the S3-compatible server at `endpoint` (path-style, the
+ * test credentials), loading the httpfs extension from the file deploy/services.sh installed
+ * (SQUEEZE_DUCKDB_HTTPFS): DuckDB's own extension site is not reachable from CI.
+ */
+export async function duckOnS3(endpoint: string, httpfsPath: string): Promise<void> {
+  const u = new URL(endpoint);
+  await duckQuery(`LOAD ${sqlQuote(httpfsPath)}`);
+  await duckQuery(
+    `CREATE OR REPLACE SECRET squeeze_test_s3 (TYPE s3, KEY_ID 'test', SECRET 'test', REGION 'us-east-1', ` +
+      `ENDPOINT ${sqlQuote(u.host)}, URL_STYLE 'path', USE_SSL ${u.protocol === 'https:'})`,
+  );
+}
