@@ -6,9 +6,9 @@ import { UserError } from './errors';
 const SCHEME = /^[a-z][a-z0-9+.-]*:\/\//i;
 
 /** `--out` is a directory or s3://bucket/prefix; any other URL is a user mistake. */
-export function checkOutputUrl(out: string): void {
+export function checkOutputUrl(out: string, flag = '--out'): void {
   if (SCHEME.test(out) && !out.startsWith('s3://')) {
-    throw new UserError(`--out ${out}: the output is a directory or an S3-compatible store (s3://bucket/prefix)`);
+    throw new UserError(`${flag} ${out}: the output is a directory or an S3-compatible store (s3://bucket/prefix)`);
   }
   // parses the bucket name now, so a bad one is a usage error
   if (out.startsWith('s3://')) parseOrThrow(out);

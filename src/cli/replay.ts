@@ -28,7 +28,7 @@ export async function replayRange(cfg: Config, local: Record<string, string | bo
     const store = await openShardStore(cfg.out);
     if (!(await (store as S3ShardStore).isEmpty())) throw new UserError(`replay writes into a new output; ${cfg.out} already holds commit records`);
   } else if (!isEmptyOutput(cfg.out)) throw new UserError(`replay writes into a new output directory; ${cfg.out} is not empty`);
-  if (typeof local['state-from'] === 'string' && isObjectStore(local['state-from'])) throw new UserError('--state-from DIR: restoring state from an object store is not supported; give a directory');
+  if (typeof local['state-from'] === 'string') checkOutputUrl(local['state-from'], '--state-from');
   if (typeof local.from !== 'string') throw new UserError('--from TIME|OFFSETS is required');
   const kafka = createKafka(cfg);
   const admin = await connectAdmin(kafka, cfg);

@@ -27,8 +27,14 @@ function num(local: Record<string, string | boolean | undefined>, key: string, d
 export async function trainCommand(cfg: Config, local: Record<string, string | boolean | undefined>, signal?: AbortSignal): Promise<number> {
   if (typeof local.shards !== 'string') throw new UserError('--shards DIR is required: the curated output directory to train on');
   const { existsSync } = await import('node:fs');
-  if (local.shards.startsWith('s3://')) throw new UserError(`--shards ${local.shards}: the trainer follows a directory; it does not read object stores yet (see docs/OBJECT-STORE.md)`);
-  if (!existsSync(local.shards)) throw new UserError(`--shards ${local.shards}: no such directory`);
+  const { checkOutputUrl, isObjectStore } = await import('./output-dir');
+  checkOutputUrl(local.shards, '--shards');
+  let source: import('../train/follow').ShardSource | undefined;
+  if (isObjectStore(local.shards)) {
+    const { openShardStore } = await import('../streams/shard-store');
+    const { objectStoreSource } = await import('../train/object-store-source');
+    source = objectStoreSource((await openShardStore(local.shards, { readOnly: true })) as import('../streams/s3-shard-store').S3ShardStore);
+  } else if (!existsSync(local.shards)) throw new UserError(`--shards ${local.shards}: no such directory`);
   const { lastStepTrace, runTrainer, TRAINER_DEFAULTS } = await import('../train/trainer');
   const { bundleDir } = await import('../curate/models');
   const base = typeof local.base === 'string' ? local.base : 'builtin-shapes';
@@ -56,7 +62,8 @@ export async function trainCommand(cfg: Config, local: Record<string, string | b
   try {
     summary = await runTrainer({
       ...TRAINER_DEFAULTS,
-      from: resolve(local.shards),
+      from: source ? local.shards : resolve(local.shards),
+      source,
       checkpoints,
       bundle,
       publishDir,

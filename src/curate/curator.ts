@@ -16,7 +16,7 @@ import { type Batch, newSample, partitionKey, type Rejection, releaseForSink, ty
 import { eventChild, linksTo, nowMs, startEventSpan, startLinkedSpan, traceparentOf } from '../telemetry/event-trace';
 import { StateRegistry } from '../operators/state';
 import type { Coord, CrawlEvent } from '../records';
-import { type CommitRecord, FencedError, readState } from '../streams/shard-log';
+import { type CommitRecord, FencedError } from '../streams/shard-log';
 import { type CommitResult, ShardSink } from '../streams/shard-sink';
 import { LocalShardStore, type ShardStore } from '../streams/shard-store';
 import type { BundleHolder } from './bundle-holder';
@@ -157,8 +157,8 @@ export class Curator {
   }
 
   /** Restores a partition's operator state from another output's commit record (replay with --state-from). */
-  async restoreState(topic: string, partition: number, dir: string, record: CommitRecord): Promise<void> {
-    const state = record.state ? await readState(dir, record.state) : undefined;
+  async restoreState(topic: string, partition: number, source: ShardStore, record: CommitRecord): Promise<void> {
+    const state = record.state ? await source.readState(record.state) : undefined;
     await this.exclusive(() => this.state.restore(partitionKey(topic, partition), state));
   }
 

@@ -17,7 +17,6 @@ import {
   type Producer,
 } from '../streams/kafka';
 import { openCodecs, openRegistry, type Codecs } from '../streams/registry-codec';
-import { readCommits } from '../streams/shard-log';
 import { openShardStore, type ShardStore } from '../streams/shard-store';
 import type { CommitResult } from '../streams/shard-sink';
 import { Curator } from './curator';
@@ -51,6 +50,7 @@ export const manifestTopic = (cfg: Config): string => cfg.kafka.manifestTopic ??
 export async function curateKafka(cfg: Config, opts: KafkaRunOptions = {}): Promise<Curator> {
   // the output first: a missing bucket or wrong credentials is a one-line error before Kafka is touched
   const store = await openShardStore(cfg.out!);
+  const stateSource = opts.stateFrom ? await openShardStore(opts.stateFrom, { readOnly: true }) : null;
   const kafka = createKafka(cfg);
   const replay = opts.replayGroup !== undefined;
   // replay has announced the connection already
@@ -107,7 +107,7 @@ export async function curateKafka(cfg: Config, opts: KafkaRunOptions = {}): Prom
       const recovered = await curator.assign(topic, partition);
       recoveredPartitions++;
       if (recovered !== null) return recovered;
-      if (opts.stateFrom) await restoreFrom(curator, opts.stateFrom, topic, partition, opts.startOffsets?.get(partition) ?? 0);
+      if (stateSource) await restoreFrom(curator, stateSource, topic, partition, opts.startOffsets?.get(partition) ?? 0);
       return opts.startOffsets?.get(partition) ?? null;
     },
     revoke: (topic, partition) => curator.revoke(topic, partition),
@@ -189,10 +189,10 @@ async function outstanding(store: ShardStore, topic: string, ends: Map<number, n
   return total;
 }
 
-async function restoreFrom(curator: Curator, dir: string, topic: string, partition: number, start: number): Promise<void> {
-  const commits = await readCommits(dir, topic, partition);
+async function restoreFrom(curator: Curator, source: ShardStore, topic: string, partition: number, start: number): Promise<void> {
+  const commits = await source.readCommits(topic, partition);
   const before = commits.filter((c) => c.end_offset < start).pop();
-  if (before) await curator.restoreState(topic, partition, dir, before);
+  if (before) await curator.restoreState(topic, partition, source, before);
 }
 
 interface AfterCommit {

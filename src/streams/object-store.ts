@@ -51,11 +51,8 @@ export function s3Client(o: StoreOptions = {}): S3Client {
 const status = (e: unknown): number | undefined => (e as S3ServiceException)?.$metadata?.httpStatusCode;
 const code = (e: unknown): string => (e as { name?: string })?.name ?? '';
 
-/**
- * Checks that `loc` can hold exactly-once commits: the bucket exists, the credentials may write to it,
- * and a second conditional put of the same key is refused. Throws an ObjectStoreError with one line.
- */
-export async function checkObjectStore(client: S3Client, loc: S3Location): Promise<void> {
+/** Checks the bucket exists and the credentials reach it (enough for a store only read from); returns its URL. */
+export async function checkBucket(client: S3Client, loc: S3Location): Promise<string> {
   const where = `s3://${loc.bucket}${loc.prefix ? `/${loc.prefix}` : ''}`;
   try {
     await client.send(new HeadBucketCommand({ Bucket: loc.bucket }));
@@ -65,6 +62,15 @@ export async function checkObjectStore(client: S3Client, loc: S3Location): Promi
     if (s === 403 || s === 401) throw new ObjectStoreError(`${where}: access denied (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)`);
     throw new ObjectStoreError(`${where}: cannot reach the object store: ${(e as Error).message.split('\n')[0]}`);
   }
+  return where;
+}
+
+/**
+ * Checks that `loc` can hold exactly-once commits: the bucket exists, the credentials may write to it,
+ * and a second conditional put of the same key is refused. Throws an ObjectStoreError with one line.
+ */
+export async function checkObjectStore(client: S3Client, loc: S3Location): Promise<void> {
+  const where = await checkBucket(client, loc);
   const key = `${loc.prefix ? `${loc.prefix}/` : ''}_probe/${randomUUID()}`;
   const put = () => client.send(new PutObjectCommand({ Bucket: loc.bucket, Key: key, Body: 'squeeze conditional-put probe', IfNoneMatch: '*' }));
   try {

@@ -148,6 +148,25 @@ export class S3ShardStore implements ShardStore {
     return names;
   }
 
+  /** the sub-directories (common prefixes) directly under `dir`, by name, in key order */
+  async listDirs(dir: string): Promise<string[]> {
+    const prefix = `${this.key(dir)}/`;
+    const names: string[] = [];
+    let token: string | undefined;
+    do {
+      this.requests.list++;
+      let page;
+      try {
+        page = await this.client.send(new ListObjectsV2Command({ Bucket: this.loc.bucket, Prefix: prefix, Delimiter: '/', ContinuationToken: token }));
+      } catch (e) {
+        return this.fail('ListObjectsV2', dir, e);
+      }
+      for (const p of page.CommonPrefixes ?? []) names.push(p.Prefix!.slice(prefix.length).replace(/\/$/, ''));
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+    return names;
+  }
+
   /** true when no commit record exists under the prefix */
   async isEmpty(): Promise<boolean> {
     this.requests.list++;
@@ -160,8 +179,12 @@ export class S3ShardStore implements ShardStore {
   }
 
   async readCommits(topic: string, partition: number): Promise<CommitRecord[]> {
-    const dir = partitionKeys(topic, partition).commits;
-    const cacheKey = `${topic}\u0000${partition}`;
+    return this.readCommitDir(partitionKeys(topic, partition).commits);
+  }
+
+  /** the commit records in one partition's `_commits/...` directory, in offset order */
+  async readCommitDir(dir: string): Promise<CommitRecord[]> {
+    const cacheKey = dir;
     const known = this.known.get(cacheKey) ?? [];
     const last = known.length ? `${pad(known[known.length - 1].start_offset)}.json` : undefined;
     const fresh = (await this.list(dir, last)).filter((n) => /^\d{20}\.json$/.test(n));

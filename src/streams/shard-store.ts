@@ -8,7 +8,7 @@
 import { promises as fs } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import type { CuratedRow } from '../records';
-import { checkObjectStore, parseS3Url } from './object-store';
+import { checkBucket, checkObjectStore, parseS3Url } from './object-store';
 import { writeRowsParquet } from './parquet-rows';
 import {
   type CommitRecord,
@@ -54,13 +54,17 @@ export interface ShardStore {
   commit(files: RangeFiles): Promise<CommitRecord>;
 }
 
-/** The store for `--out`: s3://bucket/prefix or a directory. */
-export async function openShardStore(out: string): Promise<ShardStore> {
+/**
+ * The store for `--out`: s3://bucket/prefix or a directory. An object store that will be written to is
+ * checked first (bucket, credentials, conditional puts); `readOnly` skips that for a store only read from.
+ */
+export async function openShardStore(out: string, opts: { readOnly?: boolean } = {}): Promise<ShardStore> {
   const loc = parseS3Url(out);
   if (!loc) return new LocalShardStore(out);
   const { S3ShardStore } = await import('./s3-shard-store');
   const store = new S3ShardStore(loc);
-  await checkObjectStore(store.client, loc);
+  if (opts.readOnly) await checkBucket(store.client, loc);
+  else await checkObjectStore(store.client, loc);
   return store;
 }
 

@@ -9,6 +9,7 @@
  */
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
+import { readParquetRows } from '../streams/parquet-rows';
 import { type CommitRecord, isTemp } from '../streams/shard-log';
 
 export type Cursor = Record<string, number>;
@@ -17,8 +18,40 @@ export const cursorKey = (topic: string, partition: number): string => `${topic}
 
 export interface CommittedShard {
   record: CommitRecord;
-  /** absolute path of the shard file, null when the range kept no rows */
+  /** where the shard is (an absolute path or an s3:// URL), null when the range kept no rows */
   path: string | null;
+}
+
+/** Where the trainer's shards come from: a directory (dirSource) or an object store (object-store-source.ts). */
+export interface ShardSource {
+  /** the output as the user named it */
+  readonly root: string;
+  /** commit records after the cursor, in the sequence's order */
+  poll(cursor: Cursor, onSkip?: (path: string, reason: string) => void): Promise<CommittedShard[]>;
+  /** the rows of a shard a commit record names (its path relative to the output) */
+  readRows(rel: string): Promise<Record<string, unknown>[]>;
+}
+
+export function dirSource(out: string): ShardSource {
+  return {
+    root: out,
+    poll: (cursor, onSkip) => pollCommitted(out, cursor, onSkip),
+    readRows: (rel) => readParquetRows(join(out, rel)),
+  };
+}
+
+/** The committed sequence's order over records gathered from any store. */
+export function sequence(found: CommittedShard[]): CommittedShard[] {
+  return found.sort((a, b) => compare(a.record, b.record));
+}
+
+/** false (with the reason given to onSkip) when a parsed record lacks what the sequence needs */
+export function wellFormed(rec: CommitRecord, where: string, onSkip: (path: string, reason: string) => void): boolean {
+  if (typeof rec.topic !== 'string' || !Number.isInteger(rec.partition) || !Number.isInteger(rec.start_offset) || !Number.isInteger(rec.end_offset)) {
+    onSkip(where, 'commit record without topic, partition and offsets');
+    return false;
+  }
+  return true;
 }
 
 async function list(dir: string): Promise<string[]> {
@@ -46,16 +79,13 @@ export async function pollCommitted(out: string, cursor: Cursor, onSkip: (path: 
           onSkip(path, `unreadable commit record: ${(e as Error).message.split('\n')[0]}`);
           continue;
         }
-        if (typeof rec.topic !== 'string' || !Number.isInteger(rec.partition) || !Number.isInteger(rec.start_offset) || !Number.isInteger(rec.end_offset)) {
-          onSkip(path, 'commit record without topic, partition and offsets');
-          continue;
-        }
+        if (!wellFormed(rec, path, onSkip)) continue;
         if (rec.start_offset < (cursor[cursorKey(rec.topic, rec.partition)] ?? 0)) continue;
         found.push({ record: rec, path: rec.shard ? join(out, rec.shard) : null });
       }
     }
   }
-  return found.sort((a, b) => compare(a.record, b.record));
+  return sequence(found);
 }
 
 function compare(a: CommitRecord, b: CommitRecord): number {

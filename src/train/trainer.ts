@@ -20,7 +20,6 @@
  */
 import { hashSeed, Rng } from '../gen/rng';
 import { sleep } from '../util/sleep';
-import { readParquetRows } from '../streams/parquet-rows';
 import {
   Adam,
   clipLoss,
@@ -42,14 +41,16 @@ import { BundleError, type TrainableBundle, loadTrainable, publishBundle } from 
 import { latestCheckpoint, writeCheckpoint } from './checkpoint';
 import { type EvalResult, evaluate, type HeldOut, heldOutSet } from './evaluate';
 import { type FeedbackState, fitWeights, initialFeedback, observe } from './feedback';
-import { type CommittedShard, type Cursor, advance, pollCommitted } from './follow';
-import { relative } from 'node:path';
+import { type CommittedShard, type Cursor, type ShardSource, advance, dirSource } from './follow';
+import { posix } from 'node:path';
 import { SpanKind, type SpanContext } from '@opentelemetry/api';
 import { contextOf, eventChild, eventTracingOn, linksTo, nowMs, startLinkedSpan, traceparentOf } from '../telemetry/event-trace';
 
 export interface TrainerOptions {
   /** the curated output directory whose committed shards are followed */
   from: string;
+  /** where the shards come from instead of the directory `from` (an object store: object-store-source.ts) */
+  source?: ShardSource;
   /** checkpoint directory (created) */
   checkpoints: string;
   /** the bundle training starts from when there is no checkpoint */
@@ -245,6 +246,7 @@ export async function runTrainer(opts: TrainerOptions): Promise<TrainSummary> {
   /** sampled events' trace contexts by shard and source offset (commit records' `traces`) */
   const traces = new Map<string, Record<string, string>>();
   const warned = new Set<string>();
+  const source = opts.source ?? dirSource(opts.from);
   const loadShard = async (rel: string): Promise<(RowData | null)[]> => {
     const have = rows.get(rel);
     if (have) return have;
@@ -255,7 +257,7 @@ export async function runTrainer(opts: TrainerOptions): Promise<TrainSummary> {
   const readShard = async (rel: string): Promise<(RowData | null)[]> => {
     let raw: Record<string, unknown>[];
     try {
-      raw = await readParquetRows(`${opts.from}/${rel}`);
+      raw = await source.readRows(rel);
     } catch (e) {
       throw new ShardError(rel, `unreadable shard: ${firstLine(e)}`);
     }
@@ -322,19 +324,19 @@ export async function runTrainer(opts: TrainerOptions): Promise<TrainSummary> {
   let ended = false;
   /** ingests the next committed shard into pending; false when there is none now */
   const ingest = async (): Promise<boolean> => {
-    if (queue.length === 0) queue = await pollCommitted(opts.from, state.cursor, (f, why) => log(`skipping ${f}: ${why}`));
+    if (queue.length === 0) queue = await source.poll(state.cursor, (f, why) => log(`skipping ${f}: ${why}`));
     if (queue.length === 0 && (state.pass ?? 0) + 1 < (opts.passes ?? 1)) {
       // the next pass over the same committed sequence
       state.pass = (state.pass ?? 0) + 1;
       state.cursor = {};
-      queue = await pollCommitted(opts.from, state.cursor);
+      queue = await source.poll(state.cursor);
       log(`pass ${state.pass + 1} of ${opts.passes}`);
     }
     const next = queue.shift();
     if (!next) return false;
     advance(state.cursor, next.record);
-    if (!next.path) return true;
-    const rel = relative(opts.from, next.path);
+    if (!next.path || !next.record.shard) return true;
+    const rel = posix.normalize(next.record.shard);
     if (next.record.traces) traces.set(rel, next.record.traces);
     try {
       await loadShard(rel);

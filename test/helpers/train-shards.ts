@@ -7,10 +7,12 @@ import { generateCrawl } from '../../src/gen/index';
 import type { Sample } from '../../src/operators/sample';
 import { ShardSink } from '../../src/streams/shard-sink';
 import { keptSample } from './samples';
-import { LocalShardStore } from '../../src/streams/shard-store';
+import { LocalShardStore, type ShardStore } from '../../src/streams/shard-store';
 
 export interface TrainShardOptions {
   out: string;
+  /** where the shards go instead of the directory `out` (an object store) */
+  store?: ShardStore;
   events: number;
   seed: number;
   rowsPerShard: number;
@@ -29,7 +31,7 @@ export interface TrainShardOptions {
 export async function writeTrainShards(o: TrainShardOptions): Promise<{ rows: number; ids: string[]; copies: number[] }> {
   const topic = o.topic ?? 'crawl';
   const parts = o.partitions ?? 1;
-  const sink = new ShardSink({ store: new LocalShardStore(o.out), configHash: 'test', modelVersion: 'test', deadLetterBytes: 64, compression: 'SNAPPY', now: () => 1_700_000_000_000 });
+  const sink = new ShardSink({ store: o.store ?? new LocalShardStore(o.out), configHash: 'test', modelVersion: 'test', deadLetterBytes: 64, compression: 'SNAPPY', now: () => 1_700_000_000_000 });
   const rows: { image: Buffer; caption: string; id: string }[] = [];
   for await (const ev of generateCrawl({ n: o.events, seed: o.seed })) {
     const a = ev.attrs;
