@@ -11,6 +11,7 @@
  *   throughput  events per CPU second against a plain Python reference, each stage alone, cores, RSS
  *   scaleout  1, 2 and 3 curators in one group on 6 partitions: events/s, rebalance pause, lag (needs services)
  *   tracing   curate throughput with tracing off, OTLP at the default ratio and at ratio 1
+ *   objectstore  the same run into a directory and into s3://: events/s and store requests (needs the S3 server)
  * Each prints a table and writes bench/results/<name>.json.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -26,6 +27,7 @@ import { benchCuration } from './curation';
 import { benchThroughput } from './throughput';
 import { benchTracing } from './tracing';
 import { benchScaleout } from './scaleout';
+import { benchObjectStore } from './objectstore';
 import { committedEvents, runSqueeze, table, writeResult } from './lib';
 
 /**
@@ -104,6 +106,10 @@ async function main(): Promise<void> {
     if (!process.env.SQUEEZE_BROKERS || !process.env.SQUEEZE_REGISTRY) {
       console.log('scaleout bench skipped: start deploy/services.sh and eval "$(bash deploy/services.sh env)" first');
     } else await benchScaleout();
+  }
+  if (which.includes('objectstore')) {
+    if (!process.env.SQUEEZE_S3_ENDPOINT) console.log('objectstore bench skipped: start deploy/services.sh and eval "$(bash deploy/services.sh env)" first');
+    else await benchObjectStore();
   }
 }
 

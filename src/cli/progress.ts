@@ -90,6 +90,9 @@ export function printSummary(_cfg: Config, c: Curator): void {
   ];
   if (s.fenced) lines.push(`  fenced commits   ${s.fenced} (another curator owned those partitions)`);
   if (s.shardFiles.length) lines.push(`  first shard      ${c.store.uri(s.shardFiles[0])}`);
+  // an object store counts its requests (docs/SIZING.md): what the run cost there
+  const req = (c.store as { requests?: Record<string, number> }).requests;
+  if (req) lines.push(`  store requests   ${Object.entries(req).map(([k, v]) => `${k} ${v}`).join(', ')}`);
   process.stdout.write(lines.join('\n') + '\n');
 }
 

@@ -120,3 +120,33 @@ test('objects no record names: recovery deletes those before the next offset, th
   ]);
   assert.deepEqual(await keys(store, p.state), (await store.readCommits('crawl', 0)).map((c) => c.state!.split('/').pop()));
 });
+
+test('a store that keeps answering 503 SlowDown to the commit record: bounded retries, one-line error, nothing a reader sees; the retry commits', { skip }, async () => {
+  const client = s3Client({ endpoint: ENDPOINT, maxAttempts: 3 });
+  let throttled = 0;
+  let healthy = false;
+  // the store answers the record's conditional put with 503 SlowDown (the SDK retries it, then gives up)
+  client.middlewareStack.add(
+    (next) => async (args) => {
+      const input = (args as { input?: { IfNoneMatch?: string; Key?: string } }).input;
+      if (!healthy && input?.IfNoneMatch === '*' && input.Key?.includes('_commits/')) {
+        throttled++;
+        throw Object.assign(new Error('Please reduce your request rate.'), { name: 'SlowDown', $metadata: { httpStatusCode: 503 }, $retryable: { throttling: true } });
+      }
+      return next(args);
+    },
+    { step: 'finalizeRequest', name: 'slowDown' },
+  );
+  const store = await storeAt('slowdown', client);
+  const err = await sinkOn(store).commit(chunk(0, 5)).then(() => null, (e: Error) => e);
+  assert.ok(err, 'the commit failed');
+  assert.equal(throttled, 3, 'three attempts, then the error');
+  assert.match(err.message, /_commits\/.*PutObject failed \(HTTP 503\)/);
+  assert.equal(err.message.split('\n').length, 1, err.message);
+  assert.deepEqual(await (await storeAt('slowdown')).readCommits('crawl', 0), [], 'no commit record: readers see nothing');
+  // the curator stops and the range is curated again on restart: the retry commits, and the failed attempt's objects go
+  healthy = true;
+  const { record } = await sinkOn(await storeAt('slowdown', client)).commit(chunk(0, 5));
+  assert.deepEqual(await keys(store, partitionKeys('crawl', 0).shards), [record.shard!.split('/').pop()]);
+  assert.deepEqual(await keys(store, partitionKeys('crawl', 0).state), [record.state!.split('/').pop()]);
+});
