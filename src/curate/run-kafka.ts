@@ -17,7 +17,7 @@ import {
   type Producer,
 } from '../streams/kafka';
 import { openCodecs, openRegistry, type Codecs } from '../streams/registry-codec';
-import { openShardStore, type ShardStore } from '../streams/shard-store';
+import { LocalShardStore, openShardStore, type ShardStore } from '../streams/shard-store';
 import type { CommitResult } from '../streams/shard-sink';
 import { Curator } from './curator';
 import { makeFetcher } from './run-files';
@@ -132,6 +132,8 @@ export async function curateKafka(cfg: Config, opts: KafkaRunOptions = {}): Prom
   };
 
   await edge.start(cfg.kafka.fromBeginning);
+  const remote = !(store instanceof LocalShardStore);
+  let lagAt = 0;
   try {
     for (;;) {
       const done = await Promise.race([
@@ -141,7 +143,11 @@ export async function curateKafka(cfg: Config, opts: KafkaRunOptions = {}): Prom
       if (done === 'finished' || opts.signal?.aborted) break;
       const high = await highWatermarks(admin, cfg.topic);
       const ends = opts.endOffsets ?? high;
-      lag = await outstanding(store, cfg.topic, ends, opts.startOffsets);
+      // on an object store each partition's look at its commit records is a LIST request: every 5 s, not every second
+      if (!remote || Date.now() - lagAt >= 5000) {
+        lag = await outstanding(store, cfg.topic, ends, opts.startOffsets);
+        lagAt = Date.now();
+      }
       opts.onProgress?.(curator, lag);
       // (a member the group gives no partition still stops, after 30 s)
       if ((cfg.drain || replay) && lag === 0 && (recoveredPartitions > 0 || Date.now() - started > 30_000)) break;
