@@ -22,6 +22,7 @@ import {
   GetObjectCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
+  type ListObjectsV2CommandOutput,
   PutObjectCommand,
   type S3Client,
 } from '@aws-sdk/client-s3';
@@ -70,112 +71,97 @@ export class S3ShardStore implements ShardStore {
     throw new ObjectStoreError(`${this.uri(rel)}: ${what} failed${s ? ` (HTTP ${s})` : ''}: ${((e as Error)?.message ?? String(e)).split('\n')[0]}`);
   }
 
-  async get(rel: string): Promise<Buffer | null> {
-    this.requests.get++;
+  /** one counted request; `handled` turns an expected error (404, 412) into a value, any other is one line */
+  private async request<T>(kind: keyof RequestCounts, what: string, rel: string, run: () => Promise<T>, handled?: (e: unknown) => { value: T } | null): Promise<T> {
+    this.requests[kind]++;
     try {
-      const r = await this.client.send(new GetObjectCommand({ Bucket: this.loc.bucket, Key: this.key(rel) }));
-      return Buffer.from(await r.Body!.transformToByteArray());
+      return await run();
     } catch (e) {
-      if (notFound(e)) return null;
-      return this.fail('GetObject', rel, e);
+      const h = handled?.(e);
+      if (h) return h.value;
+      return this.fail(what, rel, e);
     }
   }
 
-  async exists(rel: string): Promise<boolean> {
-    this.requests.head++;
-    try {
+  get(rel: string): Promise<Buffer | null> {
+    return this.request('get', 'GetObject', rel, async () => {
+      const r = await this.client.send(new GetObjectCommand({ Bucket: this.loc.bucket, Key: this.key(rel) }));
+      return Buffer.from(await r.Body!.transformToByteArray());
+    }, (e) => (notFound(e) ? { value: null } : null));
+  }
+
+  exists(rel: string): Promise<boolean> {
+    return this.request('head', 'HeadObject', rel, async () => {
       await this.client.send(new HeadObjectCommand({ Bucket: this.loc.bucket, Key: this.key(rel) }));
       return true;
-    } catch (e) {
-      if (notFound(e)) return false;
-      return this.fail('HeadObject', rel, e);
-    }
+    }, (e) => (notFound(e) ? { value: false } : null));
   }
 
   async put(rel: string, body: Buffer | string): Promise<void> {
-    this.requests.put++;
-    try {
-      await this.client.send(new PutObjectCommand({ Bucket: this.loc.bucket, Key: this.key(rel), Body: body }));
-    } catch (e) {
-      this.fail('PutObject', rel, e);
-    }
+    await this.request('put', 'PutObject', rel, () => this.client.send(new PutObjectCommand({ Bucket: this.loc.bucket, Key: this.key(rel), Body: body })));
   }
 
   /** creates `rel` only if it does not exist; false when it does */
-  async create(rel: string, body: Buffer | string): Promise<boolean> {
-    this.requests.conditional_put++;
-    try {
+  create(rel: string, body: Buffer | string): Promise<boolean> {
+    return this.request('conditional_put', 'conditional PutObject', rel, async () => {
       await this.client.send(new PutObjectCommand({ Bucket: this.loc.bucket, Key: this.key(rel), Body: body, IfNoneMatch: '*' }));
       return true;
-    } catch (e) {
-      if (preconditionFailed(e)) return false;
-      return this.fail('conditional PutObject', rel, e);
-    }
+    }, (e) => (preconditionFailed(e) ? { value: false } : null));
   }
 
   async remove(rel: string): Promise<void> {
-    this.requests.delete++;
-    try {
+    await this.request('delete', 'DeleteObject', rel, async () => {
       await this.client.send(new DeleteObjectCommand({ Bucket: this.loc.bucket, Key: this.key(rel) }));
-    } catch (e) {
-      if (!notFound(e)) this.fail('DeleteObject', rel, e);
-    }
+    }, (e) => (notFound(e) ? { value: undefined } : null));
   }
 
   /** names directly under `dir`, in key order, after `after` (a name) when given; `until` stops early */
   async list(dir: string, after?: string, until?: (name: string) => boolean): Promise<string[]> {
-    const prefix = `${this.key(dir)}/`;
     const names: string[] = [];
-    let token: string | undefined;
-    do {
-      this.requests.list++;
-      let page;
-      try {
-        page = await this.client.send(
-          new ListObjectsV2Command({ Bucket: this.loc.bucket, Prefix: prefix, ContinuationToken: token, ...(token || after === undefined ? {} : { StartAfter: prefix + after }) }),
-        );
-      } catch (e) {
-        return this.fail('ListObjectsV2', dir, e);
-      }
+    await this.pages(dir, { after }, (page, prefix) => {
       for (const o of page.Contents ?? []) {
         const name = o.Key!.slice(prefix.length);
         if (name.includes('/')) continue;
-        if (until?.(name)) return names;
+        if (until?.(name)) return false;
         names.push(name);
       }
-      token = page.IsTruncated ? page.NextContinuationToken : undefined;
-    } while (token);
+      return true;
+    });
     return names;
   }
 
   /** the sub-directories (common prefixes) directly under `dir`, by name, in key order */
   async listDirs(dir: string): Promise<string[]> {
-    const prefix = `${this.key(dir)}/`;
     const names: string[] = [];
+    await this.pages(dir, { delimiter: '/' }, (page, prefix) => {
+      for (const p of page.CommonPrefixes ?? []) names.push(p.Prefix!.slice(prefix.length).replace(/\/$/, ''));
+      return true;
+    });
+    return names;
+  }
+
+  /** ListObjectsV2 pages under `dir/` until `each` returns false or the listing ends */
+  private async pages(dir: string, o: { after?: string; delimiter?: string }, each: (page: ListObjectsV2CommandOutput, prefix: string) => boolean): Promise<void> {
+    const prefix = `${this.key(dir)}/`;
     let token: string | undefined;
     do {
-      this.requests.list++;
-      let page;
-      try {
-        page = await this.client.send(new ListObjectsV2Command({ Bucket: this.loc.bucket, Prefix: prefix, Delimiter: '/', ContinuationToken: token }));
-      } catch (e) {
-        return this.fail('ListObjectsV2', dir, e);
-      }
-      for (const p of page.CommonPrefixes ?? []) names.push(p.Prefix!.slice(prefix.length).replace(/\/$/, ''));
+      const page = await this.request('list', 'ListObjectsV2', dir, () =>
+        this.client.send(new ListObjectsV2Command({
+          Bucket: this.loc.bucket, Prefix: prefix, Delimiter: o.delimiter, ContinuationToken: token,
+          ...(token || o.after === undefined ? {} : { StartAfter: prefix + o.after }),
+        })),
+      );
+      if (!each(page, prefix)) return;
       token = page.IsTruncated ? page.NextContinuationToken : undefined;
     } while (token);
-    return names;
   }
 
   /** true when no commit record exists under the prefix */
   async isEmpty(): Promise<boolean> {
-    this.requests.list++;
-    try {
-      const r = await this.client.send(new ListObjectsV2Command({ Bucket: this.loc.bucket, Prefix: `${this.key('_commits')}/`, MaxKeys: 1 }));
-      return (r.KeyCount ?? r.Contents?.length ?? 0) === 0;
-    } catch (e) {
-      return this.fail('ListObjectsV2', '_commits', e);
-    }
+    const r = await this.request('list', 'ListObjectsV2', '_commits', () =>
+      this.client.send(new ListObjectsV2Command({ Bucket: this.loc.bucket, Prefix: `${this.key('_commits')}/`, MaxKeys: 1 })),
+    );
+    return (r.KeyCount ?? r.Contents?.length ?? 0) === 0;
   }
 
   async readCommits(topic: string, partition: number): Promise<CommitRecord[]> {
