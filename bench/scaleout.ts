@@ -4,7 +4,8 @@
  * first; the others join after its first commit, so the group rebalances mid-stream as it does when a
  * user scales out. Reported: aggregate and per-process events/s, CPU per process, the longest stretch
  * without any commit after the joins (the rebalance pause), and lag over time (records not yet in a
- * commit record). BENCH_SCALE_EVENTS (default 6000), BENCH_SCALE_THREADS (intra-op threads per process,
+ * commit record), and events per CPU second of all curators together (what predicts the speed-up on
+ * machines with a free core per process, which this 2-core one is not). BENCH_SCALE_EVENTS (default 6000), BENCH_SCALE_THREADS (intra-op threads per process,
  * default 1 so that processes do not oversubscribe the cores), BENCH_SCALE_COUNTS (default 1,2,3),
  * BENCH_SCALE_PIN=1 (pin process i to core i mod cores: one core per process while there are cores).
  */
@@ -80,6 +81,7 @@ export async function benchScaleout(): Promise<void> {
   const rows: Record<string, string | number>[] = [];
   const runs: unknown[] = [];
   let single = 0;
+  let singlePerCpu = 0;
   try {
     for (const k of counts) {
       const topic = `bench.scale.${k}.${Date.now()}`;
@@ -131,17 +133,23 @@ export async function benchScaleout(): Promise<void> {
       if (k === 1) single = rate;
       const per = ended.map((m) => committedEvents(m.stdout) / ((m.exited - m.started) / 1000));
       const cpu = ended.map((m) => m.cpu);
+      // events per CPU second of all curators together: constant when scaling out costs nothing, so the
+      // ratio to one process is what k processes would reach with k free cores (the broker elsewhere)
+      const perCpu = committed / cpu.reduce((a, b) => a + b, 0);
+      if (k === 1) singlePerCpu = perCpu;
       rows.push({
         processes: k,
         'events/s (all)': Number(rate.toFixed(1)),
         'vs 1 process': single ? Number((rate / single).toFixed(2)) : '-',
         'events/s per process': per.map((x) => x.toFixed(0)).join(' / '),
         'CPU s per process': cpu.map((x) => x.toFixed(0)).join(' / '),
+        'events per CPU s': Number(perCpu.toFixed(1)),
+        'CPU efficiency vs 1': singlePerCpu ? Number((perCpu / singlePerCpu).toFixed(2)) : '-',
         'rebalance pause s': joinedAt === null ? '-' : Number((pause / 1000).toFixed(1)),
         'max lag': Math.max(...lag.map((l) => l.lag)),
         'wall s': Number(wall.toFixed(1)),
       });
-      runs.push({ processes: k, topic, events: total, committed, wall, perProcess: per, cpu, pauseMs: pause, lag, commits: commits.length });
+      runs.push({ processes: k, topic, events: total, committed, wall, perProcess: per, cpu, eventsPerCpuSecond: perCpu, pauseMs: pause, lag, commits: commits.length });
       if (committed !== total) throw new Error(`${committed} of ${total} records committed`);
       await admin.deleteTopics({ topics: [topic] }).catch(() => undefined);
       rmSync(out, { recursive: true, force: true });

@@ -4,7 +4,7 @@
 #   2. prepares strict JSON schemas in the cache (once): core kinds from the Kubernetes OpenAPI spec in
 #      the k8s.io/kubernetes module zip, KEDA's CRDs from the kedacore/keda module zip, Strimzi's CRDs
 #      generated from io.strimzi:api on Maven Central with Strimzi's own CrdGenerator (needs Java 21+);
-#   3. runs `kustomize build` on base and both overlays and checks every resource with
+#   3. runs `kustomize build` on base and every overlay and checks every resource with
 #      `kubeconform -strict -summary` against those schemas only. Any invalid resource, or any
 #      resource without a schema, fails the run.
 #
@@ -28,7 +28,7 @@ KEDA_VERSION="${KEDA_VERSION:-v2.21.1}"
 STRIMZI_VERSION="${STRIMZI_VERSION:-1.2.0}"
 GO_BUILD_P="${GO_BUILD_P:-2}"
 MVN="${MVN:-mvn}"
-TARGETS=(base overlays/dev overlays/production)
+TARGETS=(base overlays/dev overlays/production overlays/object-store)
 
 # go.sum hashes of the module zips, checked after download (as `go mod download` reported them,
 # verified against sum.golang.org). Other versions are checked against a sum.golang.org lookup.

@@ -1,5 +1,5 @@
 /**
- * deploy/k8s: `validate.sh` renders the kustomize base and both overlays and checks every resource
+ * deploy/k8s: `validate.sh` renders the kustomize base and every overlay and checks every resource
  * with `kubeconform -strict` against schemas it prepared offline (Kubernetes, KEDA, Strimzi); the
  * rendered manifests agree where Squeeze needs them to (topics, consumer group, partitions versus
  * replicas, the shared volume); and the same schemas reject broken manifests.
@@ -17,12 +17,14 @@ import { after, test } from 'node:test';
 import { ROOT } from '../helpers/cli';
 
 const SCRIPT = join(ROOT, 'deploy', 'k8s', 'validate.sh');
-const TARGETS = { base: 'base', dev: 'overlays/dev', production: 'overlays/production' } as const;
+const TARGETS = { base: 'base', dev: 'overlays/dev', production: 'overlays/production', 'object-store': 'overlays/object-store' } as const;
+/** the targets whose curators and trainer share a ReadWriteMany volume (the others use an object store) */
+const SHARED_VOLUME: Target[] = ['base', 'dev', 'production'];
 type Target = keyof typeof TARGETS;
 
 interface EnvVar { name: string; value?: string; valueFrom?: { configMapKeyRef?: { name: string; key: string } } }
-interface Container { name: string; args?: string[]; env?: EnvVar[]; volumeMounts?: { name: string; mountPath: string }[]; ports?: { containerPort: number }[] }
-interface PodSpec { containers: Container[]; initContainers?: Container[]; volumes?: { name: string; persistentVolumeClaim?: { claimName: string } }[] }
+interface Container { name: string; args?: string[]; command?: string[]; env?: EnvVar[]; envFrom?: { configMapRef?: { name: string }; secretRef?: { name: string; optional?: boolean } }[]; volumeMounts?: { name: string; mountPath: string }[]; ports?: { containerPort: number }[] }
+interface PodSpec { containers: Container[]; initContainers?: Container[]; volumes?: { name: string; persistentVolumeClaim?: { claimName: string }; emptyDir?: Record<string, unknown> }[] }
 interface Resource {
   apiVersion: string;
   kind: string;
@@ -85,7 +87,7 @@ function expandedArgs(rs: Resource[], c: Container): string[] {
   return (c.args ?? []).map((a) => a.replace(/\$\((\w+)\)/g, (m, k: string) => env.get(k) ?? m));
 }
 
-test('validate.sh: base and both overlays render, and kubeconform finds every resource valid, none skipped', { skip: noGo, timeout: 30 * 60_000 }, async (t) => {
+test('validate.sh: base and every overlay render, and kubeconform finds every resource valid, none skipped', { skip: noGo, timeout: 30 * 60_000 }, async (t) => {
   const r = await validate();
   if (missing(r)) return t.skip(missing(r)!);
   assert.equal(r.code, 0, r.out);
@@ -128,7 +130,7 @@ test('every overlay: the ScaledObject scales the curator Deployment up to the cr
     assert.equal(so.spec.minReplicaCount, 1);
     seen[target] = so.spec.maxReplicaCount;
   }
-  assert.deepEqual(seen, { base: 6, dev: 2, production: 24 });
+  assert.deepEqual(seen, { base: 6, dev: 2, production: 24, 'object-store': 6 });
 });
 
 test('every overlay: the curator consumes the group, topic and brokers the KEDA trigger measures', { skip: noGo, timeout: 30 * 60_000 }, async (t) => {
@@ -150,9 +152,9 @@ test('every overlay: the curator consumes the group, topic and brokers the KEDA 
   }
 });
 
-test('every overlay: curator and trainer mount the same ReadWriteMany claim at /data, and Prometheus finds both', { skip: noGo, timeout: 30 * 60_000 }, async (t) => {
+test('shared-volume overlays: curator and trainer mount the same ReadWriteMany claim at /data, and Prometheus finds both', { skip: noGo, timeout: 30 * 60_000 }, async (t) => {
   if (missing(await validate())) return t.skip(missing(await validate())!);
-  for (const target of Object.keys(TARGETS) as Target[]) {
+  for (const target of SHARED_VOLUME) {
     const rs = await rendered(target);
     const claims = new Set<string>();
     for (const [name, command, port] of [['squeeze-curator', 'curate', '9464'], ['squeeze-trainer', 'train', '9465']]) {
@@ -180,6 +182,36 @@ test('every overlay: curator and trainer mount the same ReadWriteMany claim at /
     assert.equal(flag(trainer, '--shards'), flag(curator, '--out'), 'the trainer follows what the curators write');
     assert.ok(trainer.includes('--follow'));
   }
+});
+
+test('object-store overlay: curators write s3://, the trainer follows the same URL, no ReadWriteMany volume, credentials from an optional Secret', { skip: noGo, timeout: 30 * 60_000 }, async (t) => {
+  if (missing(await validate())) return t.skip(missing(await validate())!);
+  const rs = await rendered('object-store');
+  const curatorPod = one<Deployment>(rs, 'Deployment', 'squeeze-curator').spec.template.spec;
+  const trainerPod = one<Deployment>(rs, 'Deployment', 'squeeze-trainer').spec.template.spec;
+  const curator = curatorPod.containers[0];
+  const trainer = trainerPod.containers[0];
+  const out = flag(curator.args!, '--out');
+  assert.match(out, /^s3:\/\/[a-z0-9.-]+\/\S+$/, 'the curators write to a bucket and prefix');
+  assert.equal(flag(trainer.args!, '--shards'), out, 'the trainer follows what the curators write');
+  assert.ok(trainer.args!.includes('--follow'));
+  // the curator has no claim at all; its scratch (the shard being uploaded) is an emptyDir at /tmp
+  assert.ok(!curatorPod.volumes?.some((v) => v.persistentVolumeClaim), `curator volumes: ${JSON.stringify(curatorPod.volumes)}`);
+  for (const pod of [curatorPod, trainerPod]) {
+    const tmp = pod.containers[0].volumeMounts?.find((m) => m.mountPath === '/tmp');
+    assert.ok(tmp && pod.volumes?.find((v) => v.name === tmp.name)?.emptyDir, 'an emptyDir at /tmp');
+    const from = pod.containers[0].envFrom ?? [];
+    assert.ok(from.some((e) => e.secretRef?.name === 'squeeze-s3' && e.secretRef.optional === true), 'AWS credentials from the optional Secret squeeze-s3');
+    const cm = from.find((e) => e.configMapRef)?.configMapRef?.name;
+    assert.ok(cm && one<Resource>(rs, 'ConfigMap', cm).data?.AWS_REGION, 'AWS_REGION from a ConfigMap that exists');
+  }
+  // the only claim left holds the trainer's checkpoints, and only the trainer mounts it
+  const pvcs = rs.filter((r) => r.kind === 'PersistentVolumeClaim');
+  assert.deepEqual(pvcs.map((p) => p.spec?.accessModes), [['ReadWriteOnce']]);
+  const ckpt = flag(trainer.args!, '--checkpoints');
+  const mount = trainer.volumeMounts?.find((m) => ckpt.startsWith(m.mountPath + '/'));
+  assert.equal(trainerPod.volumes?.find((v) => v.name === mount?.name)?.persistentVolumeClaim?.claimName, pvcs[0]!.metadata.name, `${ckpt} is on the claim`);
+  assert.deepEqual(trainerPod.initContainers?.[0]?.command, ['mkdir', '-p', ckpt], 'the init container prepares the checkpoint directory only');
 });
 
 test('the same schemas reject broken manifests: a string replica count, an unknown field, a mistyped KafkaTopic field', { skip: noGo, timeout: 30 * 60_000 }, async (t) => {
