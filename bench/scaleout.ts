@@ -5,8 +5,9 @@
  * user scales out. Reported: aggregate and per-process events/s, CPU per process, the longest stretch
  * without any commit after the joins (the rebalance pause), and lag over time (records not yet in a
  * commit record), and events per CPU second of all curators together (what predicts the speed-up on
- * machines with a free core per process, which this 2-core one is not). BENCH_SCALE_EVENTS (default 6000), BENCH_SCALE_THREADS (intra-op threads per process,
- * default 1 so that processes do not oversubscribe the cores), BENCH_SCALE_COUNTS (default 1,2,3),
+ * machines with a free core per process, which this 2-core one is not). BENCH_SCALE_EVENTS (default
+ * 6000), BENCH_SCALE_THREADS (intra-op threads per process, default 1 so that processes do not
+ * oversubscribe the cores), BENCH_SCALE_COUNTS (default 1,2,3),
  * BENCH_SCALE_PIN=1 (pin process i to core i mod cores: one core per process while there are cores).
  */
 import { spawn } from 'node:child_process';
