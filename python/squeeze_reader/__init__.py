@@ -2,11 +2,12 @@
 
 Layout of an output directory (src/streams/shard-log.ts)::
 
-    <out>/topic=<t>/partition=<p>/<start>-<end>.parquet   curated rows
-    <out>/_commits/topic=<t>/partition=<p>/<start>.json   commit record, names the shard
+    <out>/topic=<t>/partition=<p>/<start>-<end>.<attempt>.parquet   curated rows
+    <out>/_commits/topic=<t>/partition=<p>/<start>.json             commit record, names the shard
 
-Only commit records make shards visible: a shard no record names, and any file whose name starts
-with ``.tmp-``, is never read.
+Only commit records make shards visible: a shard no record names (another attempt's at the same
+range, for one), and any file whose name starts with ``.tmp-``, is never read. Shard names are taken
+from the records, never parsed.
 
 The committed shard sequence (shared with the TypeScript trainer, ``squeeze train``): a cursor maps
 ``"<topic>/<partition>"`` to the next start offset (missing: 0). One poll lists every commit record

@@ -3,7 +3,8 @@
  * primitive: a PutObject with `If-None-Match: *` that the store refuses (412) when the key exists.
  *
  *  1. The shard, dead letters and state go to attempt-unique keys, `<start>-<end>.<attempt>.parquet` and so
- *     on: two curators racing for a range never overwrite each other's objects.
+ *     on (shard-log.ts's rangeFile, as in a directory): two curators racing for a range never overwrite
+ *     each other's objects.
  *  2. The commit record `_commits/.../<start>.json` is created with that conditional put. The winner's record
  *     names its own objects; the loser deletes its objects and is fenced.
  *  3. Objects no commit record names are garbage: a reader that goes through commit records never sees
@@ -12,7 +13,6 @@
  * A put whose reply was lost is retried by the SDK and may then meet its own record: a 412 is answered by
  * reading the record, and it is ours when it names our attempt's objects.
  */
-import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, posix } from 'node:path';
@@ -28,7 +28,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { ObjectStoreError, type S3Location, s3Client } from './object-store';
 import { writeRowsParquet } from './parquet-rows';
-import { type CommitRecord, FencedError, pad, type Recovered, startOf, topicDir } from './shard-log';
+import { type CommitRecord, FencedError, newAttempt, pad, rangeFile, type Recovered, startOf, topicDir } from './shard-log';
 import type { RangeFiles, ShardStore } from './shard-store';
 
 /** Requests by kind, for the sizing guide and the bench (docs/SIZING.md). */
@@ -218,8 +218,7 @@ export class S3ShardStore implements ShardStore {
     const keys = partitionKeys(topic, partition);
     const commitRel = posix.join(keys.commits, `${pad(start)}.json`);
     if (await this.exists(commitRel)) throw new FencedError(topic, partition, start);
-    const attempt = `${Date.now().toString(36)}${randomBytes(5).toString('hex')}`;
-    const range = `${pad(start)}-${pad(end)}`;
+    const attempt = newAttempt();
     // a failed put leaves objects no record names: garbage that the next recovery or commit of the range removes
     const placed: string[] = [];
     const place = async (rel: string, body: Buffer | string): Promise<string> => {
@@ -234,13 +233,13 @@ export class S3ShardStore implements ShardStore {
       const tmp = join(tmpdir(), `squeeze-shard-${process.pid}-${attempt}.parquet`);
       try {
         shardBytes = (await writeRowsParquet(tmp, f.rows, { compression: f.compression })).bytes;
-        shard = await place(posix.join(keys.shards, `${range}.${attempt}.parquet`), await fs.readFile(tmp));
+        shard = await place(posix.join(keys.shards, rangeFile(start, end, attempt, 'parquet')), await fs.readFile(tmp));
       } finally {
         await fs.rm(tmp, { force: true });
       }
     }
-    const deadLetters = f.deadLines !== null ? await place(posix.join(keys.dlq, `${range}.${attempt}.jsonl`), f.deadLines) : null;
-    const state = await place(posix.join(keys.state, `${pad(start)}.${attempt}.json.gz`), f.state);
+    const deadLetters = f.deadLines !== null ? await place(posix.join(keys.dlq, rangeFile(start, end, attempt, 'jsonl')), f.deadLines) : null;
+    const state = await place(posix.join(keys.state, rangeFile(start, end, attempt, 'json.gz')), f.state);
     const record: CommitRecord = { ...f.record, shard, shard_bytes: shardBytes, dead_letters: deadLetters, state };
     if (!(await this.create(commitRel, JSON.stringify(record, null, 1)))) {
       const body = await this.get(commitRel);

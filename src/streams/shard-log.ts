@@ -3,11 +3,17 @@
  * Commit records are the source of truth: a shard, dead-letter file or state file that no commit
  * record names does not exist, and is deleted on recovery.
  *
- *   <out>/topic=<t>/partition=<p>/<start>-<end>.parquet      curated rows
- *   <out>/_dlq/topic=<t>/partition=<p>/<start>-<end>.jsonl   dead letters
- *   <out>/_state/topic=<t>/partition=<p>/<start>.json.gz     operator state after <end>
- *   <out>/_commits/topic=<t>/partition=<p>/<start>.json      commit record, created exclusively
+ *   <out>/topic=<t>/partition=<p>/<start>-<end>.<attempt>.parquet           curated rows
+ *   <out>/_dlq/topic=<t>/partition=<p>/<start>-<end>.<attempt>.jsonl        dead letters
+ *   <out>/_state/topic=<t>/partition=<p>/<start>-<end>.<attempt>.json.gz    operator state after <end>
+ *   <out>/_commits/topic=<t>/partition=<p>/<start>.json                     commit record, created exclusively
+ *
+ * Offsets are zero-padded to 20 digits. <attempt> is new for every commit attempt (rangeFile), in a
+ * directory as on an object store: two curators racing for a start offset (a fenced zombie and the new
+ * owner) never replace each other's files, not even for the same range, so the record that wins names
+ * only its own writer's shard, dead letters and state.
  */
+import { randomBytes } from 'node:crypto';
 import { constants as fsc, promises as fs } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
 import { join } from 'node:path';
@@ -53,6 +59,17 @@ export class FencedError extends Error {
 
 export const pad = (n: number): string => String(n).padStart(20, '0');
 export const topicDir = (topic: string): string => `topic=${topic.replace(/[^A-Za-z0-9._-]/g, '_')}`;
+
+/** A name for one commit attempt: time-ordered, random, and free of `.`, `-` and `/` (see rangeFile). */
+export const newAttempt = (): string => `${Date.now().toString(36)}${randomBytes(5).toString('hex')}`;
+
+/**
+ * The name of one attempt's shard, dead-letter or state file of [start, end]: `<start>-<end>.<attempt>.<ext>`.
+ * The one naming rule of both stores: a name unique to the attempt cannot be replaced by a racing writer's
+ * rename or put, and it begins with the start offset, which startOf reads back for recovery.
+ */
+export const rangeFile = (start: number, end: number, attempt: string, ext: 'parquet' | 'jsonl' | 'json.gz'): string =>
+  `${pad(start)}-${pad(end)}.${attempt}.${ext}`;
 
 export function partitionPaths(out: string, topic: string, partition: number) {
   const rel = join(topicDir(topic), `partition=${partition}`);
@@ -130,7 +147,11 @@ export async function recoverPartition(out: string, topic: string, partition: nu
   return { nextOffset: latest ? latest.end_offset + 1 : null, state, commits, removed };
 }
 
-/** The start offset a shard, dead-letter or state file name begins with (Infinity for other names). */
+/**
+ * The start offset a shard, dead-letter or state file name begins with (Infinity for other names): the
+ * `<start>-<end>.<attempt>.<ext>` of rangeFile, and the `<start>-<end>.<ext>` and `<start>.<ext>` names
+ * earlier versions wrote, so their outputs still recover.
+ */
 export function startOf(name: string): number {
   const m = /^(\d{20})[-.]/.exec(name);
   return m ? Number(m[1]) : Infinity;

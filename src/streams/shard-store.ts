@@ -2,8 +2,11 @@
  * Where shards, dead letters, operator state and commit records live: a local directory or an
  * S3-compatible object store (src/streams/s3-shard-store.ts). Both keep the layout of shard-log.ts and
  * the rule that only commit records say what exists; they differ in how a range is placed:
- *  - a directory: temporaries renamed to <start>-<end> names, the record created with link();
+ *  - a directory: temporaries renamed to attempt-unique names, the record created with link();
  *  - an object store: attempt-unique keys, the record created with a conditional put (If-None-Match).
+ * Both name a range's files with shard-log.ts's rangeFile, `<start>-<end>.<attempt>.<ext>`: a zombie and the
+ * new owner committing the same start (same end or not) never replace each other's files, so whichever
+ * record wins, the shard, dead letters and state it names are its own writer's.
  */
 import { promises as fs } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
@@ -15,8 +18,10 @@ import {
   clearOrphans,
   FencedError,
   fsyncDir,
+  newAttempt,
   pad,
   partitionPaths,
+  rangeFile,
   readCommits,
   readState,
   recoverPartition,
@@ -94,10 +99,13 @@ export class LocalShardStore implements ShardStore {
     const commitPath = join(paths.commits, `${pad(start)}.json`);
     if (await exists(commitPath)) throw new FencedError(topic, partition, start);
     const range = `${pad(start)}-${pad(end)}`;
+    // Final names unique to this attempt: a rename replaces its target, so a shared name (as <start>.json.gz
+    // once was) let a racing writer swap its file in under the record the other one links.
+    const attempt = newAttempt();
     // A temporary (or its directory) that vanishes while we write or place it was removed by a curator that
     // was assigned this partition and recovered it: this one is a zombie for it and re-syncs, as when it
-    // loses the commit race. Files it placed already may carry the new owner's names; the next recovery
-    // removes them unless a commit record names them.
+    // loses the commit race. Files it placed already are named by no record; the next recovery or the
+    // commit of the range removes them.
     const owned = async <T>(step: () => Promise<T>): Promise<T> => {
       try {
         return await step();
@@ -124,10 +132,10 @@ export class LocalShardStore implements ShardStore {
         shardBytes = (await writeRowsParquet(tmp, f.rows, { compression: f.compression })).bytes;
         return tmp;
       };
-      shard = await place(writeShard, paths.shards, `${range}.parquet`);
+      shard = await place(writeShard, paths.shards, rangeFile(start, end, attempt, 'parquet'));
     }
-    const deadLetters = f.deadLines !== null ? await place(() => writeTemp(paths.dlq, range, f.deadLines!), paths.dlq, `${range}.jsonl`) : null;
-    const state = await place(() => writeTemp(paths.state, range, f.state), paths.state, `${pad(start)}.json.gz`);
+    const deadLetters = f.deadLines !== null ? await place(() => writeTemp(paths.dlq, range, f.deadLines!), paths.dlq, rangeFile(start, end, attempt, 'jsonl')) : null;
+    const state = await place(() => writeTemp(paths.state, range, f.state), paths.state, rangeFile(start, end, attempt, 'json.gz'));
 
     const record: CommitRecord = { ...f.record, shard, shard_bytes: shardBytes, dead_letters: deadLetters, state };
     const tmp = await owned(() => writeTemp(paths.commits, range, JSON.stringify(record, null, 1)));

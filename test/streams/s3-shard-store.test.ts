@@ -4,13 +4,17 @@
  * reply that meets its own record, and recovery that deletes what no record names.
  */
 import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { CreateBucketCommand, ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { ShardChunk } from '../../src/operators/roll-shards';
 import { s3Client } from '../../src/streams/object-store';
 import { partitionKeys, S3ShardStore } from '../../src/streams/s3-shard-store';
-import { FencedError } from '../../src/streams/shard-log';
+import { type CommitRecord, FencedError } from '../../src/streams/shard-log';
 import { ShardSink } from '../../src/streams/shard-sink';
+import { duckQuery, sqlQuote } from '../helpers/duckdb';
 import { keptSample } from '../helpers/samples';
 
 const ENDPOINT = process.env.SQUEEZE_S3_ENDPOINT ?? '';
@@ -44,6 +48,10 @@ test('a commit places attempt-unique objects and a record that names them; recov
   const { record, manifest } = await sinkOn(store).commit(chunk(0, 5));
   assert.match(record.shard!, /^topic=crawl\/partition=0\/00000000000000000000-00000000000000000004\.[0-9a-z]+\.parquet$/);
   assert.match(record.dead_letters!, /^_dlq\/topic=crawl\/partition=0\/00000000000000000000-00000000000000000004\.[0-9a-z]+\.jsonl$/);
+  // one attempt names all three (shard-log.ts rangeFile, the rule of a directory too)
+  const attempt = record.shard!.split('.').at(-2);
+  assert.equal(record.state, `_state/topic=crawl/partition=0/00000000000000000000-00000000000000000004.${attempt}.json.gz`);
+  assert.equal(record.dead_letters!.split('.').at(-2), attempt);
   assert.equal(manifest?.shard_uri, record.shard);
   assert.equal(store.uri(record.shard!), `s3://${bucket}/basic/${record.shard}`);
   assert.deepEqual(await keys(store, partitionKeys('crawl', 0).commits), ['00000000000000000000.json']);
@@ -108,7 +116,7 @@ test('objects no record names: recovery deletes those before the next offset, th
   const put = (rel: string) => store.client.send(new PutObjectCommand({ Bucket: bucket, Key: store.key(rel), Body: 'orphan' }));
   await put(`${p.shards}/00000000000000000002-00000000000000000004.deadattempt.parquet`); // inside a committed range
   await put(`${p.shards}/00000000000000000005-00000000000000000007.zombie.parquet`); // a crashed or in-flight attempt
-  await put(`${p.state}/00000000000000000005.zombie.json.gz`);
+  await put(`${p.state}/00000000000000000005-00000000000000000007.zombie.json.gz`);
   const rec = await (await storeAt('orphans')).recover('crawl', 0);
   assert.equal(rec.nextOffset, 5);
   assert.deepEqual(rec.removed.map((u) => u.split('/').pop()), ['00000000000000000002-00000000000000000004.deadattempt.parquet']);
@@ -149,4 +157,109 @@ test('a store that keeps answering 503 SlowDown to the commit record: bounded re
   const { record } = await sinkOn(await storeAt('slowdown', client)).commit(chunk(0, 5));
   assert.deepEqual(await keys(store, partitionKeys('crawl', 0).shards), [record.shard!.split('/').pop()]);
   assert.deepEqual(await keys(store, partitionKeys('crawl', 0).state), [record.state!.split('/').pop()]);
+});
+
+/** A promise with its resolve function. */
+function deferred(): { promise: Promise<void>; resolve: () => void } {
+  let resolve!: () => void;
+  const promise = new Promise<void>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
+// A is a fenced zombie, B the partition's new owner; each tags its rows (model version) and its state
+const WRITERS = {
+  'different ends': { A: [10, 20], B: [10, 30] },
+  'the same range, different content': { A: [10, 20], B: [10, 20] },
+} as const;
+
+for (const [what, ends] of Object.entries(WRITERS)) {
+  for (const winner of ['A', 'B'] as const) {
+    const loser = winner === 'A' ? 'B' : 'A';
+    test(`a zombie and the new owner commit one start with ${what}: ${winner}'s record names ${winner}'s objects and state, ${loser}'s go`, { skip }, async () => {
+      const prefix = `cross-${what.replace(/\W+/g, '-')}-${winner}`;
+      // each writer its own client, held before the conditional put of its record until the test lets it go
+      const reached = { A: deferred(), B: deferred() };
+      const go = { A: deferred(), B: deferred() };
+      const writer = async (tag: 'A' | 'B') => {
+        const client = s3Client({ endpoint: ENDPOINT });
+        client.middlewareStack.add(
+          (next) => async (args) => {
+            const input = (args as { input?: { IfNoneMatch?: string; Key?: string } }).input;
+            if (input?.IfNoneMatch === '*' && input.Key?.includes('_commits/')) {
+              reached[tag].resolve();
+              await go[tag].promise;
+            }
+            return next(args);
+          },
+          { step: 'initialize', name: 'holdRecord' },
+        );
+        const [from, to] = ends[tag];
+        const sink = new ShardSink({ store: await storeAt(prefix, client), configHash: 'cfg1', modelVersion: tag, deadLetterBytes: 8, compression: 'SNAPPY' });
+        return sink.commit({ ...chunk(from, to - from + 1), state: { writer: tag, end: to } });
+      };
+      // the winner places its objects and stops before its record; the loser places its objects and stops
+      // too; the winner creates its record, then the loser's conditional put meets it and is fenced
+      const w = writer(winner);
+      await Promise.race([reached[winner].promise, w]);
+      const l = writer(loser);
+      await Promise.race([reached[loser].promise, l]);
+      go[winner].resolve();
+      const won: CommitRecord = (await w).record;
+      go[loser].resolve();
+      await assert.rejects(l, FencedError);
+
+      const store = await storeAt(prefix);
+      const [from, to] = ends[winner];
+      assert.deepEqual(await store.readCommits('crawl', 0), [won]);
+      assert.equal(won.end_offset, to);
+      // the record's state, shard and dead letters are the winner's
+      assert.deepEqual(await store.readState(won.state!), { writer: winner, end: to });
+      const local = join(mkdtempSync(join(tmpdir(), 's3-cross-')), 'shard.parquet');
+      writeFileSync(local, (await store.get(won.shard!))!);
+      const rows = await duckQuery(`SELECT source_offset, model_version FROM read_parquet(${sqlQuote(local)}) ORDER BY 1`);
+      const kept = Array.from({ length: to - from + 1 }, (_, i) => from + i).filter((o) => o !== from + 1);
+      assert.deepEqual(rows.map((r) => [Number(r.source_offset), r.model_version]), kept.map((o) => [o, winner]));
+      assert.equal(JSON.parse((await store.get(won.dead_letters!))!.toString('utf8')).source_offset, from + 1);
+      // the fenced loser deleted its objects: only what the record names is left, and recovery finds nothing more
+      const p = partitionKeys('crawl', 0);
+      const name = (rel: string | null) => rel!.split('/').pop()!;
+      assert.deepEqual(
+        [await keys(store, p.shards), await keys(store, p.dlq), await keys(store, p.state)],
+        [[name(won.shard)], [name(won.dead_letters)], [name(won.state)]],
+      );
+      const rec = await store.recover('crawl', 0);
+      assert.deepEqual(rec.removed, []);
+      assert.deepEqual([rec.nextOffset, rec.state], [to + 1, { writer: winner, end: to }]);
+    });
+  }
+}
+
+test('a zombie that puts its objects after the new owner\'s record and dies: the record stays the owner\'s, recovery deletes the zombie\'s objects', { skip }, async () => {
+  const owner = sinkOn(await storeAt('cross-crash'));
+  let record: CommitRecord | undefined;
+  const client = s3Client({ endpoint: ENDPOINT });
+  client.middlewareStack.add(
+    (next) => async (args) => {
+      const input = (args as { input?: { IfNoneMatch?: string; Key?: string; Body?: unknown } }).input;
+      // the zombie (10-30) passed its fence check; the new owner commits 10-20 before the zombie's first put
+      if (input?.Body !== undefined && !record) record = (await owner.commit({ ...chunk(10, 11), state: { writer: 'B', end: 20 } })).record;
+      // and the zombie is killed just before its record
+      if (input?.IfNoneMatch === '*') throw new Error('killed');
+      return next(args);
+    },
+    { step: 'initialize', name: 'zombie' },
+  );
+  await assert.rejects(sinkOn(await storeAt('cross-crash', client)).commit({ ...chunk(10, 21), state: { writer: 'A', end: 30 } }), /killed/);
+  assert.ok(record);
+  const p = partitionKeys('crawl', 0);
+  const store = await storeAt('cross-crash');
+  for (const dir of [p.shards, p.dlq, p.state]) assert.equal((await keys(store, dir)).length, 2, `the zombie left an object in ${dir}`);
+  const rec = await store.recover('crawl', 0);
+  assert.deepEqual([rec.nextOffset, rec.state], [21, { writer: 'B', end: 20 }]);
+  assert.equal(rec.removed.length, 3, rec.removed.join(', '));
+  const name = (rel: string | null) => rel!.split('/').pop()!;
+  assert.deepEqual(
+    [await keys(store, p.shards), await keys(store, p.dlq), await keys(store, p.state)],
+    [[name(record.shard)], [name(record.dead_letters)], [name(record.state)]],
+  );
 });

@@ -4,9 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import type { ShardChunk } from '../../src/operators/roll-shards';
-import { FencedError, partitionPaths, readCommits, recoverPartition } from '../../src/streams/shard-log';
+import { type CommitRecord, FencedError, partitionPaths, readCommits, readState, recoverPartition } from '../../src/streams/shard-log';
 import { ShardSink } from '../../src/streams/shard-sink';
-import { duckQuery } from '../helpers/duckdb';
+import { duckQuery, sqlQuote } from '../helpers/duckdb';
 import { keptSample } from '../helpers/samples';
 import { LocalShardStore } from '../../src/streams/shard-store';
 
@@ -29,7 +29,11 @@ test('commit writes the shard, the dead letters, the state and then the commit r
   assert.equal(r.end_offset, 4);
   assert.deepEqual([r.rows, r.dead, r.filtered, r.records], [3, 1, 1, 5]);
   assert.deepEqual(r.filtered_offsets, { duplicate_exact: [2] });
-  assert.equal(r.shard, 'topic=crawl/partition=0/00000000000000000000-00000000000000000004.parquet');
+  // attempt-unique names (shard-log.ts rangeFile), one attempt for the shard, the dead letters and the state
+  const attempt = /^topic=crawl\/partition=0\/00000000000000000000-00000000000000000004\.([0-9a-z]+)\.parquet$/.exec(r.shard!)?.[1];
+  assert.ok(attempt, r.shard!);
+  assert.equal(r.dead_letters, `_dlq/topic=crawl/partition=0/00000000000000000000-00000000000000000004.${attempt}.jsonl`);
+  assert.equal(r.state, `_state/topic=crawl/partition=0/00000000000000000000-00000000000000000004.${attempt}.json.gz`);
   const rows = await duckQuery(`SELECT source_offset, id, copies, config_hash FROM read_parquet('${join(out, r.shard!)}') ORDER BY 1`);
   assert.deepEqual(rows.map((x) => x.source_offset), [0, 3, 4]);
   assert.equal(rows[0].config_hash, 'cfg1');
@@ -52,21 +56,28 @@ test('recovery deletes temporaries and unnamed files before the next offset; the
   await sink.commit(chunk(0, 5));
   const p = partitionPaths(out, 'crawl', 0);
   // what a crash between rename and commit record leaves behind (or a zombie's commit still in flight)
-  writeFileSync(join(p.shards, '00000000000000000005-00000000000000000007.parquet'), 'orphan');
+  writeFileSync(join(p.shards, '00000000000000000005-00000000000000000007.zombie.parquet'), 'orphan');
   writeFileSync(join(p.shards, '.tmp-00000000000000000005-x.parquet'), 'partial');
-  writeFileSync(join(p.dlq, '00000000000000000005-00000000000000000007.jsonl'), '{}');
+  writeFileSync(join(p.dlq, '00000000000000000005-00000000000000000007.zombie.jsonl'), '{}');
+  writeFileSync(join(p.state, '00000000000000000005-00000000000000000007.zombie.json.gz'), 'state');
   writeFileSync(join(p.commits, '.tmp-00000000000000000005'), '{}');
-  // an unnamed file inside the committed range: nobody can still commit it
-  writeFileSync(join(p.shards, '00000000000000000002-00000000000000000004.parquet'), 'stale');
+  // unnamed files inside the committed range (a dead attempt; a name an earlier version wrote): nobody can still commit them
+  writeFileSync(join(p.shards, '00000000000000000002-00000000000000000004.deadattempt.parquet'), 'stale');
+  writeFileSync(join(p.state, '00000000000000000000.json.gz'), 'stale');
   const rec = await recoverPartition(out, 'crawl', 0);
   assert.equal(rec.nextOffset, 5);
-  assert.equal(rec.removed.length, 3, rec.removed.join(', '));
-  assert.deepEqual(readdirSync(p.shards).sort(), ['00000000000000000000-00000000000000000004.parquet', '00000000000000000005-00000000000000000007.parquet']);
+  assert.equal(rec.removed.length, 4, rec.removed.join(', '));
+  const name = (rel: string | null) => rel!.split('/').pop()!;
+  const [first] = await readCommits(out, 'crawl', 0);
+  assert.deepEqual(readdirSync(p.shards).sort(), [name(first.shard), '00000000000000000005-00000000000000000007.zombie.parquet']);
+  assert.deepEqual(readdirSync(p.state).sort(), [name(first.state), '00000000000000000005-00000000000000000007.zombie.json.gz']);
   assert.equal(readdirSync(p.commits).length, 1);
   // the next commit (offsets 5-9) names its own files and removes what it does not name in its range
-  await sink.commit(chunk(5, 5));
-  assert.deepEqual(readdirSync(p.shards).sort(), ['00000000000000000000-00000000000000000004.parquet', '00000000000000000005-00000000000000000009.parquet']);
-  assert.deepEqual(readdirSync(p.dlq).sort(), ['00000000000000000000-00000000000000000004.jsonl', '00000000000000000005-00000000000000000009.jsonl']);
+  const { record: next } = await sink.commit(chunk(5, 5));
+  assert.match(name(next.shard), /^00000000000000000005-00000000000000000009\.[0-9a-z]+\.parquet$/);
+  assert.deepEqual(readdirSync(p.shards).sort(), [name(first.shard), name(next.shard)]);
+  assert.deepEqual(readdirSync(p.dlq).sort(), [name(first.dead_letters), name(next.dead_letters)]);
+  assert.deepEqual(readdirSync(p.state).sort(), [name(first.state), name(next.state)]);
 });
 
 test('a second commit of the same start offset is fenced and leaves the winner intact', async () => {
@@ -173,4 +184,129 @@ test('a recovery that deletes our temporary commit record fences the commit', as
   assert.deepEqual(await readCommits(out, 'crawl', 0), []);
   const res = await sinkAt(out).commit(chunk(0, 5));
   assert.equal(res.record.end_offset, 4);
+});
+
+/** A promise with its resolve function. */
+function deferred(): { promise: Promise<void>; resolve: () => void } {
+  let resolve!: () => void;
+  const promise = new Promise<void>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
+/** Stops each writer, by tag, at the step that creates its commit record until the test lets it go. */
+class Holds {
+  private readonly at = new Map<string, { reached: ReturnType<typeof deferred>; go: ReturnType<typeof deferred> }>();
+  private of(tag: string) {
+    if (!this.at.has(tag)) this.at.set(tag, { reached: deferred(), go: deferred() });
+    return this.at.get(tag)!;
+  }
+  /** called by the writer: all its files are placed, its record is next */
+  async hold(tag: string): Promise<void> {
+    this.of(tag).reached.resolve();
+    await this.of(tag).go.promise;
+  }
+  reached(tag: string): Promise<void> {
+    return this.of(tag).reached.promise;
+  }
+  release(tag: string): void {
+    this.of(tag).go.resolve();
+  }
+}
+
+/**
+ * The kill campaign's interleaving: the winner places all its files and stops before its record; the loser
+ * places all its files (with shared names these replaced the winner's) and stops too; the winner creates
+ * its record, then the loser tries and is fenced. `commit(tag)` starts a writer's commit.
+ */
+async function raceFor<T>(holds: Holds, commit: (tag: string) => Promise<T>, winner: string, loser: string): Promise<T> {
+  const w = commit(winner);
+  await Promise.race([holds.reached(winner), w]);
+  const l = commit(loser);
+  await Promise.race([holds.reached(loser), l]);
+  holds.release(winner);
+  const won = await w;
+  holds.release(loser);
+  await assert.rejects(l, FencedError);
+  return won;
+}
+
+// A is a fenced zombie, B the partition's new owner; each tags its rows (model version) and its state
+const WRITERS = {
+  'different ends': { A: [10, 20], B: [10, 30] },
+  'the same range, different content': { A: [10, 20], B: [10, 20] },
+} as const;
+
+for (const [what, ends] of Object.entries(WRITERS)) {
+  for (const winner of ['A', 'B'] as const) {
+    const loser = winner === 'A' ? 'B' : 'A';
+    test(`a zombie and the new owner commit one start with ${what}: ${winner}'s record names ${winner}'s shard and state, ${loser}'s files go`, async () => {
+      const out = mkdtempSync(join(tmpdir(), 'sink-'));
+      const holds = new Holds();
+      const writerChunk = (tag: 'A' | 'B') => {
+        const [from, to] = ends[tag];
+        return { ...chunk(from, to - from + 1), state: { writer: tag, end: to } };
+      };
+      const commit = (tag: string) =>
+        new ShardSink({ store: new LocalShardStore(out), configHash: 'cfg1', modelVersion: tag, deadLetterBytes: 8, compression: 'SNAPPY' }).commit(writerChunk(tag as 'A' | 'B'));
+      const link = fsp.link;
+      fsp.link = async (from, to) => {
+        if (String(to).includes('_commits')) await holds.hold((JSON.parse(readFileSync(from, 'utf8')) as CommitRecord).model_version);
+        return link(from, to);
+      };
+      let won;
+      try {
+        won = (await raceFor(holds, commit, winner, loser)).record;
+      } finally {
+        fsp.link = link;
+      }
+      const [from, to] = ends[winner];
+      assert.deepEqual(await readCommits(out, 'crawl', 0), [won]);
+      assert.equal(won.end_offset, to);
+      // the record's state, shard and dead letters are the winner's
+      assert.deepEqual(await readState(out, won.state!), { writer: winner, end: to });
+      const rows = await duckQuery(`SELECT source_offset, model_version FROM read_parquet(${sqlQuote(join(out, won.shard!))}) ORDER BY 1`);
+      const kept = Array.from({ length: to - from + 1 }, (_, i) => from + i).filter((o) => o !== from + 1 && o !== from + 2);
+      assert.deepEqual(rows.map((r) => [Number(r.source_offset), r.model_version]), kept.map((o) => [o, winner]));
+      assert.equal(rows.length, won.rows);
+      assert.equal(JSON.parse(readFileSync(join(out, won.dead_letters!), 'utf8')).source_offset, from + 1);
+      // the fenced loser removed its files: only what the record names is left, and recovery finds nothing more
+      const p = partitionPaths(out, 'crawl', 0);
+      const name = (rel: string | null) => rel!.split('/').pop()!;
+      assert.deepEqual([readdirSync(p.shards), readdirSync(p.dlq), readdirSync(p.state)], [[name(won.shard)], [name(won.dead_letters)], [name(won.state)]]);
+      const rec = await recoverPartition(out, 'crawl', 0);
+      assert.deepEqual(rec.removed, []);
+      assert.deepEqual([rec.nextOffset, rec.state], [to + 1, { writer: winner, end: to }]);
+    });
+  }
+}
+
+test('a zombie that places its files after the new owner\'s record and dies: the record stays the owner\'s, recovery removes the zombie\'s files', async () => {
+  const out = mkdtempSync(join(tmpdir(), 'sink-'));
+  const p = partitionPaths(out, 'crawl', 0);
+  const zombieRange = `${'10'.padStart(20, '0')}-${'30'.padStart(20, '0')}`;
+  const { rename, link } = fsp;
+  let owner: CommitRecord | undefined;
+  // the zombie (10-30) passed its fence check; the new owner commits 10-20 before the zombie's first rename
+  fsp.rename = async (from, to) => {
+    if (String(from).includes(zombieRange) && !owner) owner = (await sinkAt(out).commit({ ...chunk(10, 11), state: { writer: 'B', end: 20 } })).record;
+    return rename(from, to);
+  };
+  // and the zombie is killed just before its record
+  fsp.link = async (from, to) => {
+    if (String(from).includes(zombieRange)) throw Object.assign(new Error('killed'), { code: 'EKILLED' });
+    return link(from, to);
+  };
+  try {
+    await assert.rejects(sinkAt(out).commit({ ...chunk(10, 21), state: { writer: 'A', end: 30 } }), /killed/);
+  } finally {
+    Object.assign(fsp, { rename, link });
+  }
+  assert.ok(owner);
+  for (const dir of [p.shards, p.dlq, p.state]) assert.equal(readdirSync(dir).filter((n) => n.includes(zombieRange)).length, 1, 'the zombie left a file');
+  assert.deepEqual(await readCommits(out, 'crawl', 0), [owner]);
+  const rec = await recoverPartition(out, 'crawl', 0);
+  assert.deepEqual([rec.nextOffset, rec.state], [21, { writer: 'B', end: 20 }]);
+  assert.equal(rec.removed.length, 3, rec.removed.join(', '));
+  const name = (rel: string | null) => rel!.split('/').pop()!;
+  assert.deepEqual([readdirSync(p.shards), readdirSync(p.dlq), readdirSync(p.state)], [[name(owner.shard)], [name(owner.dead_letters)], [name(owner.state)]]);
 });

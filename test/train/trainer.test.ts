@@ -36,10 +36,16 @@ const opts = (over: Partial<TrainerOptions>): TrainerOptions => ({
 
 test('the committed sequence: commit records in (created_at, topic, partition, start) order; temporaries and orphans are never listed', async () => {
   writeFileSync(join(shards, 'topic=crawl', 'partition=0', '.tmp-00000000000000000999-x.parquet'), 'half a shard');
-  writeFileSync(join(shards, 'topic=crawl', 'partition=0', '00000000000000000999-00000000000000001000.parquet'), 'an orphan');
+  // named as a commit attempt names its shard (`<start>-<end>.<attempt>.parquet`), but no record names it
+  writeFileSync(join(shards, 'topic=crawl', 'partition=0', '00000000000000000999-00000000000000001000.zombie.parquet'), 'an orphan');
   const all = await pollCommitted(shards, {});
   assert.ok(all.length >= 4);
   assert.ok(all.every((s) => s.path && existsSync(s.path) && !s.path.includes('.tmp-') && !s.path.includes('999-')));
+  // what is listed is each record's own attempt: `<start>-<end>.<attempt>.parquet`, the range of the record
+  for (const { path, record } of all) {
+    const range = [record.start_offset, record.end_offset].map((o) => String(o).padStart(20, '0')).join('-');
+    assert.match(path!, new RegExp(`[/\\\\]${range}\\.[0-9a-z]+\\.parquet$`));
+  }
   const keys = all.map((s) => [s.record.partition, s.record.start_offset]);
   assert.deepEqual(keys, [...keys].sort((a, b) => a[0]! - b[0]! || a[1]! - b[1]!), 'same created_at: by partition, then offset');
   // a cursor past the first two shards lists exactly the rest
