@@ -51,6 +51,11 @@ export const ConfigSchema = z
         minSide: z.number().int().min(1).default(32),
         maxAspect: z.number().min(1).default(8),
         maxCaptionChars: z.number().int().min(1).default(2000),
+        /** caption_raw is stored up to this many characters, then cut and flagged */
+        maxRawCaptionChars: z.number().int().min(1).default(10_000),
+        /** attrs entries stored per row (in their order), and the longest key or value */
+        maxAttrs: z.number().int().min(0).default(64),
+        maxAttrChars: z.number().int().min(1).default(1024),
         maxRecordBytes: z.number().int().min(1024).default(32 * MiB),
         deadLetterBytes: z.number().int().min(0).default(64 * 1024),
       })
@@ -159,7 +164,10 @@ export const ConfigSchema = z
         /** largest request squeeze sends; keep at or below the broker's message.max.bytes */
         maxMessageBytes: z.number().int().min(1024).default(1024 * 1024 - 4096),
         partitions: z.number().int().min(1).default(6),
-        sessionTimeoutMs: z.number().int().min(6000).default(30_000),
+        /** how long the group waits for a silent member before it rebalances its partitions (heartbeats every second) */
+        sessionTimeoutMs: z.number().int().min(6000).default(10_000),
+        /** how long a curator rides out unreachable brokers (retrying with backoff) before it exits */
+        retryForMs: z.number().int().min(0).default(300_000),
         fromBeginning: z.boolean().default(true),
         manifestTopic: z.string().nullable().default(null),
         controlTopic: z.string().default('squeeze.control'),

@@ -83,10 +83,12 @@ export class Curator {
   private failure: Error | null = null;
   readonly finished: Promise<void>;
   private readonly maxPendingCommits = 2;
+  private readonly batchLimit: number;
 
   constructor(cfg: Config, private readonly deps: CuratorDeps) {
     if (!cfg.out) throw new Error('an output directory (--out) is required');
     this.store = deps.store ?? new LocalShardStore(cfg.out);
+    this.batchLimit = Math.max(1, Math.min(cfg.batchSize, cfg.shard.maxRows));
     this.sink = new ShardSink({
       store: this.store,
       configHash: configHash(cfg),
@@ -172,8 +174,16 @@ export class Curator {
     });
   }
 
-  /** Feeds records of one partition, in offset order. Resolves when the chain has taken them. */
+  /**
+   * Feeds records of one partition, in offset order. Resolves when the chain has taken them.
+   * Records go in batches of at most `batchSize` and at most `shard.maxRows` records: shards close on batch
+   * boundaries, so a Kafka fetch of 500 records no longer makes a 500-record shard when --shard-rows is 30.
+   */
   async push(topic: string, partition: number, records: Inbound[]): Promise<void> {
+    for (let i = 0; i < records.length; i += this.batchLimit) await this.pushBatch(topic, partition, records.slice(i, i + this.batchLimit));
+  }
+
+  private async pushBatch(topic: string, partition: number, records: Inbound[]): Promise<void> {
     if (records.length === 0) return;
     await this.until(() => this.admitted < this.maxAdmitted && this.pendingCommits <= this.maxPendingCommits);
     this.admitted++;

@@ -2,7 +2,8 @@
  * The curation chain of DESIGN 4 as plain lists of operators:
  *   pre:      decode + validate, fetch by URL, decode the image once, embed (one model pass),
  *             tag, model-free quality scores, mix the scores
- *   stateful: exact and near duplicates, concept balancing, soft-cap copies (in that order)
+ *   stateful: the domain check (per-partition window of tag confidences), exact and near duplicates,
+ *             concept balancing, soft-cap copies (in that order)
  *   post:     condense and enrich, only for samples that will be written
  * Without a model bundle the model stages (embed, tag, condense) are left out; mixing and
  * soft-cap then run on the model-free scores alone.
@@ -91,7 +92,7 @@ export function curationChain(cfg: Config, deps: ChainDeps): Chain {
   const cal = holder?.current.calibration;
   const read: OperatorFunction<Batch, Batch>[] = [
     decodeEvent({ decode: deps.decode, concurrency: 8 }),
-    validateEvent({ maxCaptionChars: l.maxCaptionChars }),
+    validateEvent({ maxCaptionChars: l.maxCaptionChars, maxRawCaptionChars: l.maxRawCaptionChars, maxAttrs: l.maxAttrs, maxAttrChars: l.maxAttrChars }),
     fetchImages({ fetch: cfg.fetch.enabled ? deps.fetch : null, concurrency: cfg.fetch.concurrency }),
   ];
   const image: OperatorFunction<Batch, Batch>[] = [
@@ -111,6 +112,19 @@ export function curationChain(cfg: Config, deps: ChainDeps): Chain {
   const score: OperatorFunction<Batch, Batch>[] = [];
   const stateful: OperatorFunction<Batch, Batch>[] = [];
   const post: OperatorFunction<Batch, Batch>[] = [];
+  if (holder && cfg.tag.enabled) {
+    // first in the stateful section: its per-partition window must see one partition's batches in order,
+    // one at a time, and be snapshotted with the others, so a restart or a replay flags the same images
+    stateful.push(
+      domainWatch({
+        domain: (batch) => holder.forBatch(batch).calibration?.domain,
+        name: (batch) => holder.forBatch(batch).version,
+        onChange: (_, message) => process.stderr.write(`squeeze: warning: ${message}\n`),
+        onShare: recordDomainShare,
+        state: deps.state,
+      }),
+    );
+  }
   if (cfg.dedup.exact) stateful.push(dedupExact({ memory: cfg.dedup.memory, state: deps.state }));
   if (cfg.dedup.near) {
     const d = cfg.dedup;
@@ -133,17 +147,7 @@ export function curationChain(cfg: Config, deps: ChainDeps): Chain {
       }),
       embed({ bundle, batchSize: 32 }),
     );
-    if (cfg.tag.enabled) {
-      model.push(
-        tag({ bundle, threshold: cfg.tag.threshold ?? undefined, source: cfg.tag.source, rho: cfg.tag.rho }),
-        domainWatch({
-          domain: (batch) => holder.forBatch(batch).calibration?.domain,
-          name: (batch) => holder.forBatch(batch).version,
-          onChange: (_, message) => process.stderr.write(`squeeze: warning: ${message}\n`),
-          onShare: recordDomainShare,
-        }),
-      );
-    }
+    if (cfg.tag.enabled) model.push(tag({ bundle, threshold: cfg.tag.threshold ?? undefined, source: cfg.tag.source, rho: cfg.tag.rho }));
   }
   if (holder) model.push(map(releaseInputs(holder)));
   score.push(scoreQuality(), mix({ weights: () => deps.weights.current() }));

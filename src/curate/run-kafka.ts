@@ -11,6 +11,7 @@ import {
   createKafka,
   ensureTopics,
   highWatermarks,
+  kafkaCall,
   PartitionedConsumer,
   sendChunked,
   type Consumer,
@@ -20,6 +21,7 @@ import { openCodecs, openRegistry, type Codecs } from '../streams/registry-codec
 import { LocalShardStore, openShardStore, type ShardStore } from '../streams/shard-store';
 import type { CommitResult } from '../streams/shard-sink';
 import { Curator } from './curator';
+import type { Rejection } from '../operators/sample';
 import { makeFetcher } from './run-files';
 import { loadBundle } from '../models/bundle';
 import type { ControlEvent } from '../records';
@@ -28,6 +30,8 @@ import type { BundleHolder } from './bundle-holder';
 import type { MixWeightsStore } from './mix-weights';
 import { openModels, openWeights } from './models';
 import { sleep } from '../util/sleep';
+import { retryLogger, retryTransient, TransientError } from '../util/retry';
+import { instruments } from '../telemetry/telemetry';
 import { SpanKind, trace } from '@opentelemetry/api';
 import { eventTracingOn, parentFromHeaders } from '../telemetry/event-trace';
 
@@ -76,6 +80,11 @@ export async function curateKafka(cfg: Config, opts: KafkaRunOptions = {}): Prom
     allowAutoTopicCreation: false,
   });
   await consumer.connect();
+  // kafkajs restarts its consumer after a retriable crash (brokers away); any other crash stops it for good
+  let crashed: Error | null = null;
+  consumer.on(consumer.events.CRASH, (e) => {
+    if (!e.payload.restart) crashed = e.payload.error;
+  });
 
   const bundle = await openModels(cfg);
   const weights = openWeights(cfg, bundle);
@@ -91,13 +100,28 @@ export async function curateKafka(cfg: Config, opts: KafkaRunOptions = {}): Prom
   // group still holds a dead member's temporaries recovers (and cleans) its partitions before it exits
   let recoveredPartitions = 0;
   const started = Date.now();
+  // Transient failures (docs/FORMATS.md): a record whose schema the registry cannot give now waits, retried
+  // with backoff for as long as the registry is away, and holds its batch; it is never a dead letter. Sending
+  // manifests and dead letters and committing rides out unreachable brokers for kafka.retryForMs.
+  const say = retryLogger();
+  const retrying = (call: string) => (e: TransientError, attempt: number, waitMs: number): void => {
+    instruments().retries.add(1, { service: e.service, call });
+    say(call, `squeeze: ${e.message}; ${call}: attempt ${attempt} failed, retrying in ${(waitMs / 1000).toFixed(1)} s`);
+  };
+  const decode = (bytes: Buffer) => retryTransient(() => codecs.events.decode(bytes), { what: 'decoding records', signal: opts.signal, onRetry: retrying('decoding records') });
   const curator: Curator = new Curator(cfg, {
-    decode: codecs.events.decode,
+    decode,
     fetch: makeFetcher(cfg),
     bundle,
     weights,
     store,
-    onCommit: (r) => afterCommit(r, { producer, consumer, codecs, cfg, commit: !replay }),
+    onCommit: (r) =>
+      retryTransient(() => afterCommit(r, { producer, consumer, codecs, cfg, commit: !replay }), {
+        what: 'publishing a commit',
+        signal: opts.signal,
+        deadlineMs: cfg.kafka.retryForMs,
+        onRetry: retrying(`publishing the commit of ${r.record.topic}[${r.record.partition}]`),
+      }),
     onFenced: (topic, partition) => void edge?.reset(topic, partition),
   });
   // a line after each commit as well as every second, so progress never lags the commit records
@@ -115,7 +139,7 @@ export async function curateKafka(cfg: Config, opts: KafkaRunOptions = {}): Prom
       curator.push(
         topic,
         partition,
-        records.map((r) => ({ coord: { topic, partition, offset: r.offset }, value: r.value, headers: r.headers })),
+        records.map((r) => ({ coord: { topic, partition, offset: r.offset }, value: r.value, headers: r.headers, rejected: oversized(r.value, cfg.limits.maxRecordBytes) })),
       ),
     backlogged: () => curator.backlogged,
     endOffset: (_t, partition) => opts.endOffsets?.get(partition) ?? null,
@@ -141,7 +165,17 @@ export async function curateKafka(cfg: Config, opts: KafkaRunOptions = {}): Prom
         sleep(1000, opts.signal).then(() => 'tick' as const),
       ]);
       if (done === 'finished' || opts.signal?.aborted) break;
-      const high = await highWatermarks(admin, cfg.topic);
+      if (crashed) throw new Error(`the Kafka consumer stopped: ${(crashed as Error).message.split('\n')[0]}`);
+      const high = await retryTransient(() => kafkaCall(() => highWatermarks(admin, cfg.topic)), {
+        what: 'reading the end of each partition',
+        signal: opts.signal,
+        deadlineMs: cfg.kafka.retryForMs,
+        onRetry: retrying('reading the end of each partition'),
+      }).catch((e) => {
+        if (opts.signal?.aborted) return null;
+        throw new Error(`Kafka was unreachable for longer than kafka.retryForMs (${cfg.kafka.retryForMs} ms): ${(e as Error).message}`);
+      });
+      if (!high) break;
       const ends = opts.endOffsets ?? high;
       // on an object store each partition's look at its commit records is a LIST request: every 5 s, not every second
       if (!remote || Date.now() - lagAt >= 5000) {
@@ -184,6 +218,12 @@ function applyControl(e: ControlEvent, weights: MixWeightsStore, bundle: BundleH
     .catch((err: Error) => process.stderr.write(`squeeze: could not load announced bundle ${e.bundle_uri}: ${err.message.split('\n')[0]}\n`));
 }
 
+/** A Kafka value over limits.maxRecordBytes is a `record_too_large` dead letter before anything decodes it. */
+function oversized(value: Buffer | null, max: number): Rejection | null {
+  if (!value || value.length <= max) return null;
+  return { reason: 'record_too_large', message: `record is ${value.length} bytes, over limits.maxRecordBytes (${max})` };
+}
+
 /** Records between each partition's last commit record and its end, summed (0 when all are committed). */
 async function outstanding(store: ShardStore, topic: string, ends: Map<number, number>, starts?: Map<number, number>): Promise<number> {
   let total = 0;
@@ -223,11 +263,11 @@ async function afterCommit(r: CommitResult, a: AfterCommit): Promise<void> {
         ...traceHeader(record.traces?.[String(d.source_offset)]),
       })),
     );
-    await sendChunked(a.producer, dlqTopic(a.cfg), messages, a.cfg.kafka.maxMessageBytes);
+    await kafkaCall(() => sendChunked(a.producer, dlqTopic(a.cfg), messages, a.cfg.kafka.maxMessageBytes));
   }
   if (r.manifest) {
     const value = await a.codecs.manifests.encode(r.manifest);
-    await sendChunked(a.producer, manifestTopic(a.cfg), [{ key: r.manifest.shard_uri, value, ...traceHeader(record.traceparent) }], a.cfg.kafka.maxMessageBytes);
+    await kafkaCall(() => sendChunked(a.producer, manifestTopic(a.cfg), [{ key: r.manifest!.shard_uri, value, ...traceHeader(record.traceparent) }], a.cfg.kafka.maxMessageBytes));
   }
   if (a.commit) await commitOffset(a.consumer, record.topic, record.partition, record.end_offset + 1);
 }

@@ -10,14 +10,24 @@
  * `warnShare` (hysteresis). While out, every image below the floor is flagged `domain_out` (enrich then adds no
  * classes to its caption), and `onChange` hears the new state once per crossing, with a one-line message:
  * the curator logs it and exports the share as the `squeeze_domain_out_share` gauge. Advisory only: it
- * changes no scores, copies or offsets, and keeps no state across restarts.
+ * changes no scores, copies or offsets.
+ *
+ * The window and the out state are kept per partition and registered as `domain` state, so the flags
+ * (and with them the captions) of a partition depend only on its records and how they were batched, not
+ * on restarts, partition assignment or other partitions' batches: the curator runs this stage first in
+ * the stateful section, one batch at a time, and restores its state from the commit record. The state
+ * is `{ v: 1, w: "0110…", out }`, one character per windowed image (1: below the floor), oldest first; a
+ * partition without one (a fresh one, or a commit record written before this state existed) starts
+ * empty and in the domain. The state is judged after each image, in offset order, so a different batching
+ * of the same records (Kafka fetches differ from run to run) flags the same images.
  *
  * @example
- * batches$.pipe(tag({ bundle }), domainWatch({ domain: () => bundle.calibration?.domain, onChange: (out, msg) => log(msg) }))
+ * batches$.pipe(tag({ bundle }), domainWatch({ domain: () => bundle.calibration?.domain, state, onChange: (out, msg) => log(msg) }))
  */
 import type { OperatorFunction } from 'rxjs';
-import { type Batch, isKept } from './sample';
+import { type Batch, isKept, partitionKey } from './sample';
 import { stage } from './stage';
+import type { StateRegistry } from './state';
 
 export interface DomainCheck {
   floor: number;
@@ -31,46 +41,103 @@ export interface DomainWatchOptions {
   domain: (batch: Batch) => DomainCheck | undefined;
   /** the bundle's name for messages */
   name?: (batch: Batch) => string;
-  /** called when the stream goes out of the domain (true) or back (false) */
+  /** called when a partition's stream goes out of the domain (true) or back (false) */
   onChange?: (out: boolean, message: string) => void;
-  /** called after every batch with the share of the window below the floor */
+  /** called after every batch with the share of its partition's window below the floor */
   onShare?: (share: number) => void;
+  /** where the per-partition state registers (as `domain`); absent: kept in memory only */
+  state?: StateRegistry;
+}
+
+/** The JSON state of one partition (what goes into commit records). */
+export interface DomainWatchState {
+  v: 1;
+  /** the window, oldest first: '1' below the floor, '0' not */
+  w: string;
+  /** whether the partition's stream counts as out of the domain */
+  out: boolean;
+}
+
+/** One partition's window of below-floor flags and its out state. */
+class DomainWindow {
+  out = false;
+  private below = 0;
+  constructor(private readonly recent: boolean[] = []) {
+    for (const low of recent) if (low) this.below++;
+  }
+
+  static restore(state: unknown): DomainWindow {
+    const s = state as Partial<DomainWatchState> | null;
+    if (!s || typeof s !== 'object' || s.v !== 1 || typeof s.w !== 'string' || !/^[01]*$/.test(s.w) || typeof s.out !== 'boolean') {
+      throw new Error(`domain: malformed state snapshot (expected {v: 1, w: "0101...", out: boolean}, got ${JSON.stringify(state)?.slice(0, 80)})`);
+    }
+    const w = new DomainWindow([...s.w].map((c) => c === '1'));
+    w.out = s.out;
+    return w;
+  }
+
+  snapshot(): DomainWatchState {
+    return { v: 1, w: this.recent.map((low) => (low ? '1' : '0')).join(''), out: this.out };
+  }
+
+  get size(): number {
+    return this.recent.length;
+  }
+
+  get share(): number {
+    return this.recent.length ? this.below / this.recent.length : 0;
+  }
+
+  /** adds one image; keeps the last `limit` (a bundle swapped in may have another window) */
+  push(low: boolean, limit: number): void {
+    this.recent.push(low);
+    if (low) this.below++;
+    while (this.recent.length > limit) if (this.recent.shift()) this.below--;
+  }
 }
 
 export function domainWatch(o: DomainWatchOptions): OperatorFunction<Batch, Batch> {
-  const recent: boolean[] = [];
-  let below = 0;
-  let out = false;
+  const windows = new Map<string, DomainWindow>();
+  const forPartition = (key: string): DomainWindow => {
+    let w = windows.get(key);
+    if (!w) windows.set(key, (w = new DomainWindow()));
+    return w;
+  };
+  o.state?.register('domain', {
+    snapshot: (key) => windows.get(key)?.snapshot() ?? null,
+    // null/undefined: a fresh partition, or a commit record from before this state existed
+    restore: (key, state) => void windows.set(key, state == null ? new DomainWindow() : DomainWindow.restore(state)),
+    drop: (key) => void windows.delete(key),
+  });
   return stage('domain', (batch) => {
     const check = o.domain(batch);
     if (!check) return batch;
+    const w = forPartition(partitionKey(batch.topic, batch.partition));
     const images = batch.samples.filter((s) => isKept(s) && s.image !== null && typeof s.scores.tag_confidence === 'number');
-    for (const s of images) {
-      const low = (s.scores.tag_confidence as number) < check.floor;
-      recent.push(low);
-      if (low) below++;
-      while (recent.length > check.window) if (recent.shift()) below--;
-    }
-    const share = recent.length ? below / recent.length : 0;
-    o.onShare?.(share);
-    // judge only a full enough window (a quarter of it), so the first few images decide nothing
     // hysteresis: back in only below the middle of the expected and the warning share, so a stream near
     // the line does not flap
     const back = (check.expectedShare + check.warnShare) / 2;
-    const now = recent.length >= Math.max(8, Math.floor(check.window / 4)) ? (out ? share > back : share > check.warnShare) : out;
-    if (now !== out) {
-      out = now;
-      const name = o.name?.(batch) ?? 'the model bundle';
-      o.onChange?.(
-        out,
-        out
-          ? `${(share * 100).toFixed(0)}% of the last ${recent.length} images have no tag at confidence >= ${check.floor} (${(check.expectedShare * 100).toFixed(0)}% on the photos ${name} was calibrated on): this input looks unlike its training data; enrich adds no classes to those images until it recovers (squeeze_domain_out_share)`
-          : `input looks like ${name}'s training data again (${(share * 100).toFixed(0)}% of the last ${recent.length} images without a confident tag)`,
-      );
+    // judged image by image, in offset order: the flags do not depend on where batches begin and end
+    for (const s of images) {
+      const low = (s.scores.tag_confidence as number) < check.floor;
+      w.push(low, check.window);
+      const share = w.share;
+      // judge only a full enough window (a quarter of it), so the first few images decide nothing
+      const now = w.size >= Math.max(8, Math.floor(check.window / 4)) ? (w.out ? share > back : share > check.warnShare) : w.out;
+      if (now !== w.out) {
+        w.out = now;
+        const name = o.name?.(batch) ?? 'the model bundle';
+        const where = `${batch.topic}[${batch.partition}]`;
+        o.onChange?.(
+          now,
+          now
+            ? `${where}: ${(share * 100).toFixed(0)}% of the last ${w.size} images have no tag at confidence >= ${check.floor} (${(check.expectedShare * 100).toFixed(0)}% on the photos ${name} was calibrated on): this input looks unlike its training data; enrich adds no classes to those images until it recovers (squeeze_domain_out_share)`
+            : `${where}: input looks like ${name}'s training data again (${(share * 100).toFixed(0)}% of the last ${w.size} images without a confident tag)`,
+        );
+      }
+      if (w.out && low) s.flags.push('domain_out');
     }
-    if (out) {
-      for (const s of images) if ((s.scores.tag_confidence as number) < check.floor) s.flags.push('domain_out');
-    }
+    o.onShare?.(w.share);
     return batch;
   });
 }

@@ -6,6 +6,7 @@
 import type { Span } from '@opentelemetry/api';
 import type { Detection, PatchGrid } from '../models/types';
 import type { Coord, CrawlEvent, DeadReason, Tag } from '../records';
+import { InterruptedError, TransientError } from '../util/retry';
 
 export type Outcome =
   | { kind: 'keep' }
@@ -118,7 +119,10 @@ export const partitionKey = (topic: string, partition: number): string => `${top
 
 /**
  * Runs `fn` on the kept samples of a batch with bounded concurrency, in place.
- * An exception from `fn` dead-letters that sample with `reason` instead of failing the batch.
+ * An exception from `fn` dead-letters that sample with `reason` instead of failing the batch, unless it is a
+ * service's failure (TransientError) or a stop (InterruptedError): the record is not at fault, so the batch
+ * fails and its offsets stay uncommitted. Between samples the event loop gets a turn every few milliseconds,
+ * so signals and heartbeats are heard while a large batch is worked on.
  */
 export async function forEachKept(
   batch: Batch,
@@ -128,13 +132,19 @@ export async function forEachKept(
 ): Promise<Batch> {
   const todo = batch.samples.filter(isKept);
   let next = 0;
+  let turn = performance.now();
   const worker = async (): Promise<void> => {
     while (next < todo.length) {
       const s = todo[next++];
       try {
         await fn(s);
       } catch (e) {
+        if (e instanceof TransientError || e instanceof InterruptedError) throw e;
         kill(s, reason, oneLine(e));
+      }
+      if (performance.now() - turn > 20) {
+        await new Promise<void>((r) => setImmediate(r));
+        turn = performance.now();
       }
     }
   };

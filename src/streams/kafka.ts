@@ -6,6 +6,7 @@
  */
 import { Kafka, logLevel, type Admin, type Consumer, type KafkaConfig, type Producer, type SASLOptions } from 'kafkajs';
 import type { Config } from '../config/config';
+import { TransientError } from '../util/retry';
 import { checkServices, withDeadline } from './reach';
 
 export interface KafkaRecord {
@@ -153,7 +154,14 @@ export class PartitionedConsumer {
         }
         if (records.length > 0) {
           await this.pauseWhileBacklogged(heartbeat);
-          await this.h.records(topic, partition, records);
+          // the curator may hold these records back (its section is full, or a service it waits for is down):
+          // keep heartbeating meanwhile, so the group does not take the partition away from a live member
+          const beat = setInterval(() => void heartbeat().catch(() => undefined), 1000);
+          try {
+            await this.h.records(topic, partition, records);
+          } finally {
+            clearInterval(beat);
+          }
           if (this.positions.has(key)) this.positions.set(key, records[records.length - 1].offset + 1);
         }
         resolveOffset(batch.lastOffset());
@@ -202,6 +210,40 @@ export async function sendChunked(producer: Producer, topic: string, messages: O
     bytes += size;
   }
   if (chunk.length > 0) await producer.send({ topic, messages: chunk });
+}
+
+const TRANSIENT_KAFKA = new Set([
+  'KafkaJSNumberOfRetriesExceeded',
+  'KafkaJSConnectionError',
+  'KafkaJSConnectionClosedError',
+  'KafkaJSRequestTimeoutError',
+  'KafkaJSBrokerNotFound',
+  'KafkaJSNoBrokerAvailableError',
+  'KafkaJSGroupCoordinatorNotFound',
+  'KafkaJSMetadataNotLoaded',
+  'KafkaJSTimeout',
+]);
+
+/**
+ * Whether a kafkajs error means the brokers are unreachable or busy (a connection refused or closed, a
+ * timeout, a leader moving, retries spent on any of those), not that the request was wrong.
+ */
+export function isTransientKafkaError(e: unknown): boolean {
+  for (let err = e as { name?: string; retriable?: boolean; cause?: unknown } | undefined; err; err = err.cause as typeof err) {
+    if (err.retriable === true) return true;
+    if (TRANSIENT_KAFKA.has(err.name ?? '')) return true;
+  }
+  return false;
+}
+
+/** Runs a call to the brokers; a transient failure becomes a TransientError (src/util/retry.ts), anything else stays. */
+export async function kafkaCall<T>(run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (e) {
+    if (isTransientKafkaError(e)) throw new TransientError('Kafka', ((e as Error)?.message ?? String(e)).split('\n')[0]);
+    throw e;
+  }
 }
 
 export async function commitOffset(consumer: Consumer, topic: string, partition: number, next: number): Promise<boolean> {

@@ -9,8 +9,10 @@ import { join } from 'node:path';
 // clients of field-level encryption (about 0.7 s of start-up that embedded runs would pay for nothing)
 import { type Client, SchemaRegistryClient } from '@confluentinc/schemaregistry/dist/schemaregistry-client';
 import { AvroDeserializer, AvroSerializer } from '@confluentinc/schemaregistry/dist/serde/avro';
-import { SerdeType } from '@confluentinc/schemaregistry/dist/serde/serde';
+import { SchemaId, SerdeType } from '@confluentinc/schemaregistry/dist/serde/serde';
 import type { ControlEvent, CrawlEvent, DeadLetter, ShardManifest } from '../records';
+import { type AvroTypeLike, checkAvroBounds } from './avro-bounds';
+import { TransientError } from '../util/retry';
 
 export const SCHEMA_DIR = join(__dirname, '..', '..', '..', 'schemas');
 
@@ -25,8 +27,44 @@ export interface Codec<T> {
   decode(bytes: Buffer): Promise<T>;
 }
 
+/**
+ * A registry client that fails fast (a 10 s timeout, two quick retries) so that the callers' own retry, which a
+ * stop can interrupt, rides out long outages (src/util/retry.ts).
+ */
 export function openRegistry(url: string): Client {
-  return SchemaRegistryClient.newClient({ baseURLs: [url], cacheCapacity: 1000 });
+  return SchemaRegistryClient.newClient({
+    baseURLs: [url],
+    cacheCapacity: 1000,
+    maxRetries: 2,
+    retriesWaitMs: 200,
+    retriesMaxWaitMs: 2000,
+    createAxiosDefaults: { timeout: 10_000 },
+  });
+}
+
+const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ECONNABORTED', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'ERR_NETWORK']);
+// the HTTP statuses a registry client retries (timeouts, throttling, server-side errors)
+const RETRIABLE_STATUS = new Set([408, 429, 500, 502, 503, 504]);
+
+/**
+ * Whether an error thrown by a schema-registry call is transient: no HTTP answer at all (connection refused
+ * or reset, timeout, DNS) or a retriable status. A 4xx such as 404 (schema id unknown) is permanent.
+ */
+export function isTransientRegistryError(e: unknown): boolean {
+  const err = e as { status?: number; code?: string; isAxiosError?: boolean; response?: unknown; cause?: { code?: string } };
+  if (typeof err?.status === 'number') return RETRIABLE_STATUS.has(err.status);
+  if (err?.isAxiosError && !err.response) return true;
+  return NETWORK_CODES.has(err?.code ?? '') || NETWORK_CODES.has(err?.cause?.code ?? '');
+}
+
+/** Runs a call that talks to the registry; a transient failure becomes a TransientError, anything else stays as it is. */
+async function registryCall<T>(run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (e) {
+    if (isTransientRegistryError(e)) throw new TransientError('schema registry', ((e as Error)?.message ?? String(e)).split('\n')[0]);
+    throw e;
+  }
 }
 
 /** Registers `schema` under `<topic>-value` (idempotent) and returns a codec bound to that subject. */
@@ -40,10 +78,15 @@ export async function avroCodec<T>(
   const ser = new AvroSerializer(client, SerdeType.VALUE, { useLatestVersion: true });
   const de = new AvroDeserializer(client, SerdeType.VALUE, {});
   return {
-    encode: (value) => ser.serialize(topic, value),
+    encode: (value) => registryCall(() => ser.serialize(topic, value)),
     decode: async (bytes) => {
       if (bytes.length < 5 || bytes[0] !== 0) throw new Error('not Avro with a schema-registry header (magic byte 0)');
-      return normalize((await de.deserialize(topic, bytes)) as Record<string, unknown>);
+      // the writer's schema, then a walk bounded by the record's length before the library's decode trusts
+      // the block counts in it (src/streams/avro-bounds.ts)
+      const [info, headerBytes] = await registryCall(() => de.getWriterSchema(topic, bytes, new SchemaId('AVRO')));
+      const [writer] = await de.toType(info);
+      checkAvroBounds(writer as unknown as AvroTypeLike, bytes, headerBytes);
+      return normalize((await registryCall(() => de.deserialize(topic, bytes))) as Record<string, unknown>);
     },
   };
 }

@@ -83,6 +83,8 @@ export interface Instruments {
   stageSeconds: Histogram;
   committedRecords: Counter;
   shardBytes: Counter;
+  /** failed attempts at a call to a service (schema registry, Kafka) that was retried, by service and call */
+  retries: Counter;
   lag: ObservableGauge;
   domainOutShare: ObservableGauge;
 }
@@ -169,6 +171,7 @@ export function instruments(): Instruments {
     stageSeconds: meter.createHistogram('squeeze_stage_batch_seconds', { description: 'time per batch per stage', unit: 's' }),
     committedRecords: meter.createCounter('squeeze_committed_records_total', { description: 'input records in commit records, by decision' }),
     shardBytes: meter.createCounter('squeeze_shard_bytes_total', { description: 'bytes of committed Parquet shards', unit: 'By' }),
+    retries: meter.createCounter('squeeze_transient_retries_total', { description: 'failed attempts at a call to a service (schema registry, Kafka) that were retried with backoff' }),
     lag,
     domainOutShare,
   };

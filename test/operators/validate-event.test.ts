@@ -59,3 +59,23 @@ test('decodeEvent: edge rejections and undecodable bytes become dead letters, go
   const r = out.samples[2].outcome;
   assert.ok(r.kind === 'dead' && r.message === 'not JSON');
 });
+
+test('caption_raw and attrs are bounded: cut to the limits and flagged, never stored whole', async () => {
+  const attrs: Record<string, string> = {};
+  for (let i = 0; i < 200_000; i++) attrs[`k${i}`] = 'v';
+  attrs.k1 = 'x'.repeat(5000);
+  const s = newSample({ topic: 't', partition: 0, offset: 0 }, Buffer.from('x'));
+  s.event = event('a', { image: img, caption: 'c'.repeat(5_000_000), attrs });
+  const out = (await firstValueFrom(of(batchOf([s])).pipe(validateEvent({ maxCaptionChars: 2000, maxRawCaptionChars: 10_000, maxAttrs: 64, maxAttrChars: 1024 })))).samples[0];
+  assert.equal(out.outcome.kind, 'keep');
+  assert.equal(out.event!.caption.length, 10_000);
+  assert.equal(out.caption.length, 2000);
+  assert.equal(Object.keys(out.event!.attrs).length, 64);
+  assert.equal(out.event!.attrs.k0, 'v');
+  assert.equal(out.event!.attrs.k1.length, 1024);
+  assert.deepEqual(out.flags.filter((f) => f.endsWith('truncated')).sort(), ['attrs_truncated', 'caption_raw_truncated', 'caption_truncated']);
+  // within the limits nothing changes and nothing is flagged
+  const small = await validate(event('b', { image: img, attrs: { lang: 'en' } }));
+  assert.deepEqual(small.event!.attrs, { lang: 'en' });
+  assert.deepEqual(small.flags, []);
+});
