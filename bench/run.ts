@@ -10,6 +10,7 @@
  *   train     trainer step cost with only the kept patches (FLIP) against every patch
  *   throughput  events per CPU second against a plain Python reference, each stage alone, cores, RSS
  *   scaleout  1, 2 and 3 curators in one group on 6 partitions: events/s, rebalance pause, lag (needs services)
+ *   failover  SIGKILL 1 of 2 curators at session timeouts 30 s and 10 s: longest no-commit gap, failover delay (needs services)
  *   tracing   curate throughput with tracing off, OTLP at the default ratio and at ratio 1
  *   objectstore  the same run into a directory and into s3://: events/s and store requests (needs the S3 server)
  * Each prints a table and writes bench/results/<name>.json.
@@ -27,6 +28,7 @@ import { benchCuration } from './curation';
 import { benchThroughput } from './throughput';
 import { benchTracing } from './tracing';
 import { benchScaleout } from './scaleout';
+import { benchFailover } from './failover';
 import { benchObjectStore } from './objectstore';
 import { committedEvents, runSqueeze, table, writeResult } from './lib';
 
@@ -106,6 +108,11 @@ async function main(): Promise<void> {
     if (!process.env.SQUEEZE_BROKERS || !process.env.SQUEEZE_REGISTRY) {
       console.log('scaleout bench skipped: start deploy/services.sh and eval "$(bash deploy/services.sh env)" first');
     } else await benchScaleout();
+  }
+  if (which.includes('failover')) {
+    if (!process.env.SQUEEZE_BROKERS || !process.env.SQUEEZE_REGISTRY) {
+      console.log('failover bench skipped: start deploy/services.sh and eval "$(bash deploy/services.sh env)" first');
+    } else await benchFailover();
   }
   if (which.includes('objectstore')) {
     if (!process.env.SQUEEZE_S3_ENDPOINT) console.log('objectstore bench skipped: start deploy/services.sh and eval "$(bash deploy/services.sh env)" first');
