@@ -20,7 +20,7 @@ import { auditOutput } from '../helpers/accounting';
 import { crawlEventBody, MAP_BOMBS, zigzag } from '../helpers/avro-bombs';
 import { ROOT, squeeze, type Ran } from '../helpers/cli';
 import { BROKERS, createTopic, highWatermarks, produceRaw, REGISTRY, servicesAvailable } from '../helpers/kafka';
-import { tcpProxy } from '../helpers/tcp-proxy';
+import { type TcpProxy, tcpProxy } from '../helpers/tcp-proxy';
 import { duckQuery, sqlQuote } from '../helpers/duckdb';
 
 const skip = servicesAvailable() ? false : 'skipped: SQUEEZE_BROKERS/SQUEEZE_REGISTRY not set (run through npm test, which starts deploy/services.sh)';
@@ -53,6 +53,15 @@ const curate = (topic: string, out: string, group: string, registry: string, ext
   'curate', '--brokers', BROKERS, '--registry', registry, '--models', 'none', '--topic', topic, '--group', group, '--out', out,
   '--drain', '--progress', 'off', '--idle-ms', '1000', '--shard-rows', '100', '--session-timeout-ms', '10000', ...extra,
 ];
+
+/** The real registry behind a TCP relay the test can take down: its URL through the relay, and the relay. */
+async function registryProxy(): Promise<{ proxy: TcpProxy; viaProxy: URL }> {
+  const registry = new URL(REGISTRY);
+  const proxy = await tcpProxy({ host: registry.hostname, port: Number(registry.port) });
+  const viaProxy = new URL(REGISTRY);
+  viaProxy.port = String(proxy.port);
+  return { proxy, viaProxy };
+}
 
 /** The dead letters of a partition's commit records, as JSON lines. */
 function deadLetters(out: string, topic: string, partition: number): Promise<{ source_offset: number; id: string | null; reason: string; message: string }[]> {
@@ -111,10 +120,7 @@ describe('reliability on real Kafka', { skip }, () => {
   test('a two-minute registry outage: records of a new schema wait and are curated after it, nothing dead-lettered or lost', { timeout: 420_000 }, async () => {
     const topic = `it.registry-outage.${run}`;
     await createTopic(topic, 2);
-    const registry = new URL(REGISTRY);
-    const proxy = await tcpProxy({ host: registry.hostname, port: Number(registry.port) });
-    const viaProxy = new URL(REGISTRY);
-    viaProxy.port = String(proxy.port);
+    const { proxy, viaProxy } = await registryProxy();
     try {
       const crawl = join(work, 'outage.jsonl');
       await writeGenJsonl(crawl, { n: 220, seed: 8 });
@@ -159,6 +165,41 @@ describe('reliability on real Kafka', { skip }, () => {
     }
   });
 
+  test('SIGTERM while a batch waits for the registry: the curator stops at once and dead-letters nothing', { timeout: 180_000 }, async () => {
+    const topic = `it.registry-stop.${run}`;
+    await createTopic(topic, 1);
+    const { proxy, viaProxy } = await registryProxy();
+    try {
+      const crawl = join(work, 'stop.jsonl');
+      await writeGenJsonl(crawl, { n: 60, seed: 9 });
+      await produceFile(topic, crawl, 50);
+      const out = join(work, 'registry-stop');
+      let child: ChildProcess | null = null;
+      const curator = squeeze(curate(topic, out, `g-stop-${run}`, viaProxy.toString()).filter((a) => a !== '--drain'), { onStart: (p) => (child = p) });
+      const deadline = Date.now() + 120_000;
+      while ((await readCommits(out, topic, 0)).reduce((n, c) => n + c.records, 0) < 50) {
+        assert.ok(Date.now() < deadline, 'the first 50 records were not committed within 2 minutes');
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      await proxy.down();
+      const v2 = await register(topic, schemaV2());
+      const type = avsc.Type.forSchema(schemaV2());
+      const value = Buffer.concat([v2, type.toBuffer({ id: 'waits', url: null, image_url: 'https://x.example/a.jpg', image: null, caption: 'c', crawl_time: 1, source: null, attrs: {}, labels: [] })]);
+      await produceRaw(topic, [{ value, partition: 0 }]);
+      await new Promise((r) => setTimeout(r, 8000)); // the record is fetched and its decode retries
+      const t0 = Date.now();
+      (child as ChildProcess | null)?.kill('SIGTERM');
+      const ran = await curator;
+      assert.ok(Date.now() - t0 < 20_000, `stopped ${Date.now() - t0} ms after SIGTERM`);
+      assert.match(ran.stderr, /schema registry: .*retrying/, 'the record was waiting for the registry');
+      const commits = await readCommits(out, topic, 0);
+      assert.equal(commits[commits.length - 1].end_offset, 49, 'the waiting record was neither committed nor dead-lettered');
+      assert.equal(commits.reduce((n, c) => n + (c.dead_by_reason.schema_error ?? 0), 0), 0);
+    } finally {
+      await proxy.close();
+    }
+  });
+
   test('brokers frozen for 75 s: the curator rides it out and curates what comes after, exactly once', { timeout: 420_000, skip: kafkaPid() === null ? 'skipped: no Kafka started by deploy/services.sh here (its pid file is where the broker is frozen from)' : false }, async () => {
     const pid = kafkaPid()!;
     const topic = `it.broker-outage.${run}`;
@@ -171,9 +212,23 @@ describe('reliability on real Kafka', { skip }, () => {
     const out = join(work, 'broker-outage');
     const args = curate(topic, out, `g-broker-${run}`, REGISTRY).filter((a) => a !== '--drain');
     let child: ChildProcess | null = null;
-    const curator = squeeze(args, { onStart: (p) => (child = p) });
+    let log = '';
+    const curator = squeeze(args, { onStart: (p) => {
+      child = p;
+      p.stderr?.on('data', (d) => (log += String(d)));
+    } });
     let exited = false;
     void curator.then(() => (exited = true));
+    // every step has a deadline, and a missed one says where the curator was
+    const within = async <T>(ms: number, what: string, step: Promise<T>): Promise<T> => {
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what} took over ${ms / 1000} s; curator stderr: ${log.slice(-1500)}`)), ms)));
+      try {
+        return await Promise.race([step, late]);
+      } finally {
+        clearTimeout(timer);
+      }
+    };
     const committed = async (): Promise<number> => {
       let n = 0;
       for (const p of [0, 1]) for (const c of await readCommits(out, topic, p)) n += c.records;
@@ -182,8 +237,9 @@ describe('reliability on real Kafka', { skip }, () => {
     const waitFor = async (n: number, what: string): Promise<void> => {
       const deadline = Date.now() + 150_000;
       while ((await committed()) < n) {
-        assert.ok(!exited, `the curator exited ${what}: ${(await curator).stderr.slice(-1500)}`);
-        assert.ok(Date.now() < deadline, `only ${await committed()} of ${n} records committed ${what}`);
+        // (messages are built before assert looks at the condition: nothing in them may wait)
+        assert.ok(!exited, `the curator exited ${what}: ${log.slice(-1500)}`);
+        assert.ok(Date.now() < deadline, `fewer than ${n} records committed ${what}; curator stderr: ${log.slice(-1500)}`);
         await new Promise((r) => setTimeout(r, 500));
       }
     };
@@ -196,12 +252,12 @@ describe('reliability on real Kafka', { skip }, () => {
         process.kill(pid, 'SIGCONT');
       }
       assert.equal(exited, false, 'the curator stayed up while the brokers were frozen');
-      await produceFile(topic, second, 200);
+      await within(120_000, 'producing after the outage', produceFile(topic, second, 200));
       await waitFor(400, 'after the outage');
     } finally {
       (child as ChildProcess | null)?.kill('SIGTERM');
     }
-    const ran = await curator;
+    const ran = await within(60_000, 'stopping the curator', curator);
     ok(ran);
     const audit = await auditOutput(out, topic, await highWatermarks(topic));
     assert.equal(audit.rows + audit.dead + audit.filtered, 400);

@@ -16,6 +16,7 @@ import { type CommitRecord, FencedError } from '../../src/streams/shard-log';
 import { ShardSink } from '../../src/streams/shard-sink';
 import { duckQuery, sqlQuote } from '../helpers/duckdb';
 import { keptSample } from '../helpers/samples';
+import { RACING_WRITERS } from '../helpers/racing-writers';
 
 const ENDPOINT = process.env.SQUEEZE_S3_ENDPOINT ?? '';
 const skip = ENDPOINT ? false : 'skipped: no S3 server (deploy/services.sh runs moto when pip can install it; SQUEEZE_S3_ENDPOINT)';
@@ -166,13 +167,7 @@ function deferred(): { promise: Promise<void>; resolve: () => void } {
   return { promise, resolve };
 }
 
-// A is a fenced zombie, B the partition's new owner; each tags its rows (model version) and its state
-const WRITERS = {
-  'different ends': { A: [10, 20], B: [10, 30] },
-  'the same range, different content': { A: [10, 20], B: [10, 20] },
-} as const;
-
-for (const [what, ends] of Object.entries(WRITERS)) {
+for (const [what, ends] of Object.entries(RACING_WRITERS)) {
   for (const winner of ['A', 'B'] as const) {
     const loser = winner === 'A' ? 'B' : 'A';
     test(`a zombie and the new owner commit one start with ${what}: ${winner}'s record names ${winner}'s objects and state, ${loser}'s go`, { skip }, async () => {

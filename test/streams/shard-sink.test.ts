@@ -9,6 +9,7 @@ import { ShardSink } from '../../src/streams/shard-sink';
 import { duckQuery, sqlQuote } from '../helpers/duckdb';
 import { keptSample } from '../helpers/samples';
 import { LocalShardStore } from '../../src/streams/shard-store';
+import { RACING_WRITERS } from '../helpers/racing-writers';
 
 const sinkAt = (out: string) =>
   new ShardSink({ store: new LocalShardStore(out), configHash: 'cfg1', modelVersion: 'm1', deadLetterBytes: 8, compression: 'SNAPPY', now: () => 1_700_000_000_000 });
@@ -230,13 +231,7 @@ async function raceFor<T>(holds: Holds, commit: (tag: string) => Promise<T>, win
   return won;
 }
 
-// A is a fenced zombie, B the partition's new owner; each tags its rows (model version) and its state
-const WRITERS = {
-  'different ends': { A: [10, 20], B: [10, 30] },
-  'the same range, different content': { A: [10, 20], B: [10, 20] },
-} as const;
-
-for (const [what, ends] of Object.entries(WRITERS)) {
+for (const [what, ends] of Object.entries(RACING_WRITERS)) {
   for (const winner of ['A', 'B'] as const) {
     const loser = winner === 'A' ? 'B' : 'A';
     test(`a zombie and the new owner commit one start with ${what}: ${winner}'s record names ${winner}'s shard and state, ${loser}'s files go`, async () => {
