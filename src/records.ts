@@ -1,9 +1,9 @@
 /**
- * One TypeScript type per record that crosses Kafka or lands in Parquet (DESIGN 2).
+ * One TypeScript type per record that crosses Kafka or lands in Parquet (docs/FORMATS.md; docs/ARCHITECTURE.md, Record shapes).
  * `test/records.test.ts` checks these against the Avro schemas in `schemas/`.
  */
 
-/** Raw crawl event, `schemas/crawl-event.avsc` (DESIGN 2.1). */
+/** Raw crawl event, `schemas/crawl-event.avsc` (docs/FORMATS.md, JSONL events and Kafka events). */
 export interface CrawlEvent {
   id: string;
   url: string | null;
@@ -42,7 +42,7 @@ export const DEAD_REASONS = [
 ] as const;
 export type DeadReason = (typeof DEAD_REASONS)[number];
 
-/** A dead letter (DESIGN 2.5): every input that cannot be curated. */
+/** A dead letter (docs/FORMATS.md, Dead letters): every input that cannot be curated. */
 export interface DeadLetter {
   source_topic: string;
   source_partition: number;
@@ -65,7 +65,7 @@ export interface Tag {
   score: number;
 }
 
-/** Curated row, one per kept sample (DESIGN 2.2). Columns later stages fill are null until they exist. */
+/** Curated row, one per kept sample (docs/FORMATS.md, Output rows). Columns later stages fill are null until they exist. */
 export interface CuratedRow {
   id: string;
   source_topic: string;
@@ -98,7 +98,7 @@ export interface CuratedRow {
   attrs: Record<string, string>;
 }
 
-/** Manifest event, `schemas/shard-manifest.avsc` (DESIGN 2.3). */
+/** Manifest event, `schemas/shard-manifest.avsc`, one per committed shard in Kafka mode. */
 export interface ShardManifest {
   shard_uri: string;
   rows: number;
@@ -112,7 +112,7 @@ export interface ShardManifest {
   schema_version: number;
 }
 
-/** Control event, `schemas/control.avsc` (DESIGN 2.4): model versions and mixing weights. */
+/** Control event, `schemas/control.avsc`: model versions and mixing weights. */
 export interface ControlEvent {
   kind: 'model_version' | 'mix_weights';
   model_version: string | null;

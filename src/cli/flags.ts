@@ -96,7 +96,7 @@ export const FLAGS: FlagSpec[] = [
   { name: 'held-out', path: '@held-out', type: 'string', arg: 'N', help: 'train: held-out images for recall and zero-shot accuracy (default 256)', commands: TRAIN },
   { name: 'publish-every', path: '@publish-every', type: 'string', arg: 'K', help: 'train: write a bundle version every K steps and announce it on the control topic with --brokers (default 0: never)', commands: TRAIN },
   { name: 'publish-dir', path: '@publish-dir', type: 'string', arg: 'DIR', help: 'train: where published bundles go (default <checkpoints>/bundles); curators must be able to read it', commands: TRAIN },
-  { name: 'feedback-every', path: '@feedback-every', type: 'string', arg: 'N', help: 'train: fit mixing weights from gradient alignment every N steps and announce them (default 0: off)', commands: TRAIN },
+  { name: 'feedback-every', path: '@feedback-every', type: 'string', arg: 'N', help: 'train: fit mixing weights from gradient alignment every N steps; with --brokers, announce them on the control topic (default 0: off)', commands: TRAIN },
   { name: 'trainer', path: '@trainer', type: 'string', arg: 'DIR', help: 'report: a squeeze train checkpoint directory whose held-out evaluations are drawn as learning curves', commands: ['report'] },
   { name: 'trace-url', path: '@trace-url', type: 'string', arg: 'URL', help: 'report: traced rows link to URL + trace id (default http://localhost:16686/trace/, Jaeger\'s UI)', commands: ['report'] },
   { name: 'n', path: '@n', type: 'string', arg: 'N', help: 'gen: number of events to generate; report: rows in the gallery (default 48)', commands: ['gen', 'report'] },

@@ -1,5 +1,5 @@
 /**
- * The `squeeze` command line (DESIGN 3). User mistakes print one line and exit non-zero;
+ * The `squeeze` command line (flags.ts has every flag). User mistakes print one line and exit non-zero;
  * `--verbose` adds the stack trace.
  *
  * Only the parser and the config load up front: each command imports what it needs (kafkajs, the

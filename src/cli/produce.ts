@@ -9,7 +9,7 @@ import { eventTracingOn, traceparentOf } from '../telemetry/event-trace';
 import { avroCodec, openRegistry, toCrawlEvent } from '../streams/registry-codec';
 import { UserError } from './errors';
 
-/** DESIGN 2.1: key by a stable hash of the image (or its URL) so duplicates share a partition. */
+/** Key by a stable hash of the image (or its URL) so duplicates share a partition. */
 export function eventKey(e: CrawlEvent): string {
   const h = createHash('sha1');
   if (e.image && e.image.length) h.update(e.image);

@@ -1,7 +1,7 @@
 /**
  * The model bundle a curator runs with, swappable while it runs: a new version announced on the
  * control topic is loaded in the background and used from the next batch on; batches already
- * stamped with the old version finish with it (DESIGN 6).
+ * stamped with the old version finish with it (docs/ARCHITECTURE.md, Seams).
  */
 import type { ModelBundle } from '../models/types';
 import type { Batch } from '../operators/sample';

@@ -1,5 +1,5 @@
 /**
- * The mixing weights in force, updated from `mix_weights` control events (DESIGN 2.4, 7). The `mix`
+ * The mixing weights in force, updated from `mix_weights` control events (docs/ARCHITECTURE.md, Seams). The `mix`
  * operator reads `current()` once per batch, so an update applies from the next batch on.
  *
  * A `mix_weights` event's `weights` map carries the weights per score name and, optionally, new frozen

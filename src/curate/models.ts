@@ -1,5 +1,5 @@
 /**
- * Which model bundle and mixing weights a run uses (DESIGN 6): the photo bundle unless told otherwise.
+ * Which model bundle and mixing weights a run uses: the photo bundle unless told otherwise.
  * `--models` takes a directory, or a shipped bundle's name: `photo` (models/photo, the default: real-photo
  * towers and YOLOX-nano) or `builtin-shapes` (models/builtin, the tiny CLIP of the generated crawl), or
  * `none`. `--detector FILE.onnx` adds (or replaces) a YOLOX detector, its classes file beside it.

@@ -1,5 +1,5 @@
 /**
- * The curation chain of DESIGN 4 as plain lists of operators:
+ * The curation chain (docs/ARCHITECTURE.md, Stage contracts) as plain lists of operators:
  *   pre:      decode + validate, fetch by URL, decode the image once, embed (one model pass),
  *             tag, model-free quality scores, mix the scores
  *   stateful: the domain check (per-partition window of tag confidences), exact and near duplicates,

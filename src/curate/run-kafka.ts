@@ -1,6 +1,6 @@
 /**
  * Kafka mode: consume the input topic in a consumer group, curate, and after each commit record
- * publish the manifest and the dead letters, then commit `end + 1` to the group (DESIGN 5).
+ * publish the manifest and the dead letters, then commit `end + 1` to the group (docs/ARCHITECTURE.md, The commit protocol).
  * Replay uses the same edge with a fresh group, explicit start offsets and an end per partition.
  */
 import type { Config } from '../config/config';

@@ -1,7 +1,7 @@
 /**
  * `squeeze gen`: a synthetic web crawl with ground truth, deterministic by seed.
  *
- * Each event is an image-text pair as a crawler would emit it (DESIGN 2.1), and its `attrs` carry the truth
+ * Each event is an image-text pair as a crawler would emit it (a CrawlEvent), and its `attrs` carry the truth
  * under `truth_` keys (all strings, always present, '' where not applicable):
  * - `truth_objects`: JSON array of {kind, colour, box: [x, y, w, h]} in pixels of the stored image
  * - `truth_noise`: caption kind (NOISE_KINDS); `truth_noise_detail`: how a `partial` caption is wrong, or
@@ -497,7 +497,7 @@ export async function* generateCrawl(opts: GenOptions): AsyncGenerator<CrawlEven
 }
 
 /**
- * One event in the JSONL form of DESIGN 2.1: the event's fields with `image_b64` instead of `image`
+ * One event in the JSONL form of docs/FORMATS.md, JSONL events: the event's fields with `image_b64` instead of `image`
  * (left out when there is no image). No trailing newline.
  */
 export function eventToJsonLine(ev: CrawlEvent): string {

@@ -1,5 +1,5 @@
 /**
- * The model bundle loader (DESIGN 6). A bundle is a directory with a `bundle.json` (format
+ * The model bundle loader. A bundle is a directory with a `bundle.json` (format
  * `squeeze-bundle/1`) naming the image encoder, the text encoder and its tokenizer, an optional
  * detector and the tag vocabulary. Paths in it are relative to the bundle directory or absolute.
  *

@@ -1,5 +1,5 @@
 /**
- * Image preprocessing for the model bundle's encoders (DESIGN 6), with sharp.
+ * Image preprocessing for the model bundle's encoders, with sharp.
  *
  * Order: decode -> EXIF orientation (`.rotate()`) -> alpha flattened on white -> sRGB, 3 channels ->
  * resize (squash | shortest-crop | letterbox) -> scale (0..1 or 0..255) -> (v - mean[c]) / std[c] ->

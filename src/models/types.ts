@@ -1,6 +1,7 @@
 /**
- * What the model stages need from a model bundle (DESIGN 6). The built-in CLIP, a real CLIP ONNX
- * export and a YOLOX detector all sit behind these interfaces; operators know nothing else.
+ * What the model stages need from a model bundle. The built-in shapes CLIP, the photo bundle's
+ * encoders, a real CLIP ONNX export and a YOLOX detector all sit behind these interfaces; operators
+ * know nothing else.
  */
 
 /** Image preprocessing of one encoder, applied with sharp (EXIF orientation first). */
@@ -46,7 +47,8 @@ export interface VisionEncoder {
   readonly preprocess?: ImagePreprocess;
   /**
    * Encodes a batch of images (encoded bytes). `keep`, when given for an image, is a 0/1 mask over
-   * the grid: the embedding is then computed on the kept patches only.
+   * the grid: a model with a `mask` input attends to the kept patches only, others see the dropped patches
+   * blanked in the pixels (models/bundle.ts); the dropped patches get saliency 0.
    */
   encode(images: Buffer[], keep?: (Uint8Array | null)[]): Promise<ImageEncoding[]>;
   /** drops what the encoder keeps of these images between calls (the curator is done with them) */

@@ -1,5 +1,5 @@
 /**
- * YOLOX object detector (DESIGN 6): the pretrained YOLOX-nano COCO export in `../shared/models/yolox_nano`.
+ * YOLOX object detector: the pretrained YOLOX-nano COCO export in `../shared/models/yolox_nano`.
  *
  * Input `images` float32 [1, 3, 416, 416]: BGR, 0..255, no mean/std, letterboxed (scale
  * r = min(416 / h, 416 / w), top-left, padded with 114). Output `output` [1, 3549, 85]: one row per

@@ -1,5 +1,5 @@
 /**
- * balance: MetaCLIP-style concept balancing, online (DESIGN 7; research/algorithms.md D.1).
+ * balance: MetaCLIP-style concept balancing, online (research/algorithms.md D.1).
  *
  * Every sample has a set of concepts (default: its tag labels plus the caption words and short phrases that
  * are in a bounded `vocabulary`). Per concept e the operator keeps a running count c_e of its occurrences and

@@ -1,5 +1,5 @@
 /**
- * condense: the vision branch of "Squeeze Out Tokens" (DESIGN 7). From the per-patch saliency the
+ * condense: the vision branch of "Squeeze Out Tokens". From the per-patch saliency the
  * embed stage stored, keep the top ceil(rho * P) patches (or the smallest set holding a share `mass`
  * of the saliency), plus every patch a confident detection box overlaps. Records the kept indices
  * (row-major, ascending) in `s.condensed`; with `blank`, paints the dropped patches a flat colour and

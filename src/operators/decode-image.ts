@@ -1,12 +1,13 @@
 /**
- * decodeImage: decodes each image once with sharp, enforces the image limits of DESIGN 10 and
+ * decodeImage: decodes each image once with sharp, enforces the image limits (docs/FORMATS.md, Limits) and
  * records what every later stage reuses, so no later stage decodes the image again:
  * format, size, a content hash, the dHash and the 16x16 colour thumbnail (near duplicates), the
  * bytes to store, and the resized inputs of the bundle's models (`prepare`, models/preprocess).
  *
  * The one decode goes straight to the largest model input that shows the whole image (squash or
- * letterbox), exactly as the model's own preprocessing decodes it (so scores do not change), with
- * sharp's shrink-on-load doing most of the downscaling; without models, to a small working size. The
+ * letterbox; never a shortest-crop input) with the same resizeEncoded the models' preprocessing uses on
+ * encoded bytes (so scores do not change); sharp may shrink a JPEG on load, but fastShrinkOnLoad is off,
+ * so the resize kernel does at least the last factor of two. Without models, to a small working size. The
  * thumbnail, the dHash and any other model input are resized from those pixels. Images re-encoded for
  * storage (PNG, GIF, TIFF, HEIF, or --image-format) are decoded at full size first, and the model input
  * then comes from the stored bytes, so the models score what the shard holds.
@@ -42,7 +43,7 @@ export interface DecodeImageOptions {
 /** without models, the working decode keeps this many times the thumbnail's pixels per side */
 export const OVERSAMPLE = 2;
 
-/** The formats DESIGN 2.1 accepts, as sharp names them. */
+/** The formats accepted (docs/FORMATS.md, Limits), as sharp names them: heif covers AVIF. */
 const ACCEPTED = new Set(['jpeg', 'png', 'webp', 'gif', 'heif', 'tiff']);
 
 export function sniffFormat(bytes: Buffer): string | null {

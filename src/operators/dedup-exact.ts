@@ -1,5 +1,6 @@
 /**
- * dedupExact: drops a sample whose decoded pixels hash the same as an earlier sample of the same
+ * dedupExact: drops a sample whose content hash (decodeImage's: of the stored bytes for JPEG and WebP kept
+ * as they came, of the decoded pixels for re-encoded images) equals an earlier sample's of the same
  * partition (keep the first seen). Memory is a bounded LRU of 64-bit hash prefixes per partition,
  * snapshotted into the commit record so restarts and replays decide the same way.
  *

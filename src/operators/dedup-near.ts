@@ -1,7 +1,7 @@
 /**
  * dedupNear: drops a sample that is a near duplicate (re-encoded, resized, cropped, or semantically the
  * same image) of an earlier sample of the same partition; keeps the first seen, filters the later ones with
- * reason `duplicate_near` (DESIGN 7; SemDeDup online, research/algorithms.md D.3). Run it after dedupExact.
+ * reason `duplicate_near` (SemDeDup online, research/algorithms.md D.3). Run it after dedupExact.
  *
  * ## Candidates
  * - **dHash LSH**: the 64-bit dHash computed at decode is cut into `bands` bands (default 4 x 16 bits), each
@@ -17,7 +17,7 @@
  *
  * ## Confirmation (in this order)
  * 1. Both samples have an image embedding (`model.imageEmbedding`, `useEmbeddings`): cosine > 1 - `eps`.
- *    (The embed stage has to run before this operator for that; DESIGN 4 puts dedup first.)
+ *    (embed runs in the pre section, before this stateful one: docs/ARCHITECTURE.md, Stage contracts.)
  * 2. Both have a thumbnail: the colour thumbnails agree within `maxThumbDistance` (mean absolute difference
  *    per 8-bit channel over an 8x8 grid), directly or after aligning one as a crop of the other: crop windows
  *    down to 1 - `maxCrop` per side, consistent with the two aspect ratios, searched on a 5 % grid and then

@@ -1,5 +1,5 @@
 /**
- * embed: the one model pass of DESIGN 4. Per model batch it calls the vision encoder once, the text
+ * embed: the one model pass of the chain. Per model batch it calls the vision encoder once, the text
  * encoder once and, when the bundle has one, the object detector once, and stores on each sample what
  * every later stage reuses: `s.model` (image and text embeddings, per-patch saliency and its grid),
  * `s.detections`, and `s.scores.clip_score` (cosine of the two embeddings).

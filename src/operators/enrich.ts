@@ -1,5 +1,5 @@
 /**
- * enrich: the text branch of "Squeeze Out Tokens" (DESIGN 7). Repairs the caption with `cleanCaption`
+ * enrich: the text branch of "Squeeze Out Tokens". Repairs the caption with `cleanCaption`
  * (entities, tags, file names, boilerplate, whitespace, repeated words, casing) and adds the confident
  * tags (score >= threshold) it does not already mention (singular/plural and simple synonyms count), in
  * plain English:

@@ -1,6 +1,6 @@
 /**
  * fetchImages: for events that carry only an `image_url`, fetches the bytes through an injected
- * fetcher that enforces the URL limits of DESIGN 10. Failures are dead letters with the fetcher's reason.
+ * fetcher that enforces the URL limits of docs/FORMATS.md, Limits. Failures are dead letters with the fetcher's reason.
  *
  * @example
  * batches$.pipe(validateEvent(...), fetchImages({ fetch: createImageFetcher(limits), concurrency: 8 }))

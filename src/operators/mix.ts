@@ -1,5 +1,5 @@
 /**
- * mix: M-FLYT-style score mixing (research/algorithms.md A.2, A.8; DESIGN 7). Every per-sample score the
+ * mix: M-FLYT-style score mixing (research/algorithms.md A.2, A.8). Every per-sample score the
  * weights name (clip_score, caption quality, image quality, tag confidence, novelty, …) is standardised
  * with FROZEN statistics, z = (x − mean) / std, and the mixed score is
  *

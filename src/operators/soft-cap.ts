@@ -1,5 +1,5 @@
 /**
- * softCap: online Soft Cap Sampling (OSCS, research/algorithms.md A.5–A.7; DESIGN 7). Gives every kept
+ * softCap: online Soft Cap Sampling (OSCS, research/algorithms.md A.5–A.7). Gives every kept
  * sample a number of copies so that, over the stream, the copies per input meet a target rate `rate`,
  * while high scores are only "soft-capped": the expected copies of a sample with score s are
  *
@@ -25,7 +25,7 @@
  * without a finite score are filtered (`no_score`), the others get `s.copies = k` (k ≤ `maxCopies`).
  *
  * The draw key is the event id (else the record's topic/partition/offset). Spreading the copies so two never
- * share a training batch is left to the trainer (DESIGN 7): this operator only sets the `copies` column.
+ * share a training batch is left to the trainer (docs/TRAINER.md): this operator only sets the `copies` column.
  *
  * Warm-up: a fresh stream has no history, and λ solved on its first few scores treats them unlike later ones
  * (the first score alone gets E[copies] = r whatever it is; a small sample lacks the upper tail that sets λ,

@@ -1,7 +1,7 @@
 /**
  * Per-partition operator state. Stateful operators register here; the shard sink snapshots every
  * operator's state for a partition into that partition's commit record, and a restart, a partition
- * assignment or a replay restores it before the first batch (DESIGN 5).
+ * assignment or a replay restores it before the first batch (docs/ARCHITECTURE.md, Ordering and concurrency).
  */
 
 export interface StatefulOperator {

@@ -1,14 +1,15 @@
 /**
- * tag: object classes with confidence >= tau (DESIGN 7), stored as `s.tags` (highest score first) and the
+ * tag: object classes with confidence >= tau, stored as `s.tags` (highest score first) and the
  * best confidence as `s.scores.tag_confidence`.
  *
  * Two sources:
  * - detector: the detections the embed stage stored (or, when it did not run the detector, one batched
  *   detector call here). A class's confidence is the highest score of its detections.
- * - zero-shot: the image is encoded again on its kept patches only (the top ceil(rho * P) patches by the
- *   stored saliency, the same choice condense makes; one batched `vision.encode(images, masks)` call per
- *   batch) and compared with the text embeddings of the vocabulary prompts (`bundle.tags.prompt` with
- *   `{}` replaced by the class; encoded once per bundle and cached).
+ * - zero-shot: the image is encoded again with a keep mask (the top ceil(rho * P) patches by the stored
+ *   saliency, the same choice condense makes; an image whose stored grid is not the bundle's is encoded
+ *   whole) in one `vision.encode(images, masks)` call per `batchSize` images (default 32; one image at a
+ *   time when a batched call fails), and compared with the text embeddings of the vocabulary prompts
+ *   (`bundle.tags.prompt` with `{}` replaced by the class; encoded once per bundle object and cached).
  *
  * Zero-shot confidence, as the bundle's `tags.confidence` says:
  * - `softmax` (default): the CLIP zero-shot classifier's probability,

@@ -1,5 +1,5 @@
 /**
- * The control topic (DESIGN 2.4): a compacted topic of model versions and mixing weights published
+ * The control topic: a compacted topic of model versions and mixing weights published
  * by the trainer. A running curator follows it from the beginning and applies each event between
  * batches; it never commits offsets there (every curator reads the whole topic).
  */

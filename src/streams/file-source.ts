@@ -1,8 +1,8 @@
 /**
- * File inputs (DESIGN 2.1, 10): JSON Lines, WebDataset tar shards, Parquet metadata. Each yields one
+ * File inputs (docs/FORMATS.md): JSON Lines, WebDataset tar shards, Parquet metadata. Each yields one
  * `FileRecord` per input record, in input order, with coordinates `{ topic: <input base name>, partition: 0,
  * offset: <record index> }`: every record gets exactly one offset, bad ones included (as a dead letter), so the
- * exactly-once bookkeeping of DESIGN 5 works on files as it does on Kafka.
+ * exactly-once bookkeeping (docs/ARCHITECTURE.md, The commit protocol) works on files as it does on Kafka.
  *
  * A problem with the input as a whole (missing, unreadable, not the format its name says) is the user's mistake
  * and throws an Error with a one-line message; a problem with one record is a dead letter.
@@ -208,7 +208,7 @@ export function attrString(v: unknown): string | undefined {
   }
 }
 
-/** Image formats of DESIGN 2.1, by file extension. */
+/** Accepted image formats (docs/FORMATS.md, Limits), by file extension. */
 export const IMAGE_EXTENSIONS = new Set(['jpg', 'jpeg', 'png', 'webp', 'gif', 'avif', 'tif', 'tiff']);
-/** Image formats outside DESIGN 2.1, recognised so they are `unsupported_format` rather than `missing_image`. */
+/** Image formats not accepted, recognised so they are `unsupported_format` rather than `missing_image`. */
 export const OTHER_IMAGE_EXTENSIONS = new Set(['svg', 'svgz', 'bmp', 'ico', 'heic', 'heif', 'jxl', 'jp2', 'psd']);

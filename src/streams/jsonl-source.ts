@@ -1,5 +1,5 @@
 /**
- * JSON Lines input (DESIGN 2.1): one raw event per line, with `image_b64` (base64, a `data:` URI prefix allowed)
+ * JSON Lines input (docs/FORMATS.md, JSONL events): one raw event per line, with `image_b64` (base64, a `data:` URI prefix allowed)
  * or `image_path` instead of `image`. `image_path` is relative to the image root (`--image-root`, default the JSONL
  * file's directory) and must stay inside it: `..` escapes and symlinks that resolve outside it are `path_blocked`,
  * symlinks that stay inside are followed.

@@ -1,5 +1,9 @@
 /**
- * The one module that knows kafkajs (kafkajs is in maintenance mode; keep it swappable).
+ * The kafkajs adapter, and the only module that imports kafkajs at run time (kafkajs is in maintenance
+ * mode; keep it swappable). It is not the only one that knows it: `createKafka` hands out the kafkajs
+ * client, on which curate/run-kafka.ts, streams/control.ts and cli/produce.ts create producers and
+ * consumers themselves (control.ts also an admin, and it imports kafkajs's `Kafka` type); the CLI commands
+ * hold kafkajs Admin objects from connectAdmin.
  * Consumer side reads as eachBatch -> hand records to the curator -> resolve; offsets are committed
  * only after a shard's commit record exists (autoCommit off). Partition assignment is noticed on the
  * first batch of a partition (recover, then seek to the committed position); revocation on GROUP_JOIN.
@@ -60,7 +64,7 @@ export interface TopicSpec {
   compacted?: boolean;
 }
 
-/** Creates missing topics (DESIGN 8: create topics before subscribing). */
+/** Creates missing topics, before anything subscribes to or publishes on them (auto-creation is off). */
 export async function ensureTopics(admin: Admin, specs: TopicSpec[]): Promise<void> {
   const existing = new Set(await admin.listTopics());
   const missing = specs.filter((s) => !existing.has(s.topic));

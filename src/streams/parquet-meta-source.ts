@@ -1,6 +1,6 @@
 /**
  * Parquet metadata input (LAION `URL`/`TEXT`, DataComp and img2dataset `url`/`text`): one event per row with
- * `image` null and `image_url` set; images are fetched later under the limits of DESIGN 10 (`safe-fetch.ts`).
+ * `image` null and `image_url` set; images are fetched later under the limits of docs/FORMATS.md, Limits (`safe-fetch.ts`).
  *
  * Columns: URL from the first of url, URL, image_url (then any case-insensitive match); caption from caption,
  * TEXT, text (missing: ""); id from key, uid, id, SAMPLE_ID, else the SHA-1 of the URL, which is stable across

@@ -1,5 +1,5 @@
 /**
- * Curated-row Parquet shards (DESIGN 2.2), written with parquetjs-lite.
+ * Curated-row Parquet shards (docs/FORMATS.md, Output rows), written with parquetjs-lite.
  *
  * Physical layout (checked with DuckDB and pyarrow, see test/streams/parquet-rows.test.ts):
  * - lists (kept_patches, tags, image_embedding, text_embedding) use the standard 3-level
@@ -61,7 +61,7 @@ function deepFreeze<T extends object>(o: T): T {
 }
 
 /**
- * The parquetjs-lite schema definition of a curated row, in DESIGN 2.2 column order.
+ * The parquetjs-lite schema definition of a curated row, in the column order of docs/FORMATS.md, Output rows.
  * Leaves carry no compression here; writeRowsParquet adds it to a copy
  * (parquetjs-lite mutates definitions it is given, so this object is never passed to it).
  */

@@ -1,5 +1,5 @@
 /**
- * Image fetching under the limits of DESIGN 10: http and https only, no private, loopback or link-local
+ * Image fetching under the limits of docs/FORMATS.md, Limits: http and https only, no private, loopback or link-local
  * targets unless allow-listed, an overall timeout, a redirect cap and a size cap.
  *
  * The address that was checked is the address that is dialled: DNS is resolved here, every returned address is

@@ -1,5 +1,5 @@
 /**
- * The on-disk layout of an output directory and its commit records (DESIGN 5).
+ * The on-disk layout of an output directory and its commit records (docs/ARCHITECTURE.md, The commit protocol).
  * Commit records are the source of truth: a shard, dead-letter file or state file that no commit
  * record names does not exist, and is deleted on recovery.
  *

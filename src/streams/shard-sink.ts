@@ -1,5 +1,5 @@
 /**
- * The Parquet shard sink and its commit protocol (DESIGN 5): it turns a closed chunk into curated rows,
+ * The Parquet shard sink and its commit protocol (docs/ARCHITECTURE.md, The commit protocol): it turns a closed chunk into curated rows,
  * dead letters, operator state and a commit record, and has its store place them (shard-store.ts: a
  * directory, renames and link(); an object store, attempt-unique keys and a conditional put). Only after the
  * commit record exists may the caller publish the manifest and commit `end + 1` to Kafka.

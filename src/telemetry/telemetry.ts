@@ -1,5 +1,5 @@
 /**
- * OpenTelemetry wiring (DESIGN 9): spans per batch per operator (see operators/stage.ts), counters per
+ * OpenTelemetry wiring (docs/TRACING.md): spans per batch per operator (see operators/stage.ts), counters per
  * stage and reason, lag and commit metrics; a Prometheus endpoint, and traces to the console or over
  * OTLP/HTTP (parent-based ratio sampling), all optional.
  * Instruments are created on first use, after `startTelemetry` has installed the providers.

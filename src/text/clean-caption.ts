@@ -1,5 +1,5 @@
 /**
- * Rule-based repair of web alt text (DESIGN 7, Enrich). Each rule that changed the caption is named in
+ * Rule-based repair of web alt text (the enrich stage). Each rule that changed the caption is named in
  * `fixes`, in the order the rules run:
  *
  * - `unicode`: NFC, zero-width and soft-hyphen characters removed.

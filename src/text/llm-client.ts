@@ -1,5 +1,5 @@
 /**
- * An optional LLM that rewrites a caption to mention confident classes (DESIGN 7, Enrich; the prompt is
+ * An optional LLM that rewrites a caption to mention confident classes (the enrich stage; the prompt is
  * algorithms.md B.3). Speaks the OpenAI-compatible chat completions API: `POST {baseUrl}/chat/completions`
  * with `{ model, messages }`, reading `choices[0].message.content`.
  *

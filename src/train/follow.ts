@@ -1,6 +1,6 @@
 /**
  * The committed shard sequence the trainer follows (docs/TRAINER.md; python/squeeze_reader reads the same):
- * commit records are the source of truth (DESIGN 5), so the trainer lists them rather than the shard files,
+ * commit records are the source of truth (docs/ARCHITECTURE.md, The commit protocol), so the trainer lists them rather than the shard files,
  * and never sees a temporary or an orphan shard.
  *
  * A cursor maps "<topic>/<partition>" to the next start offset not yet consumed (missing: 0). One poll lists

@@ -1,5 +1,5 @@
 /**
- * The exactly-once audit of DESIGN 5, read back with independent readers (DuckDB for Parquet):
+ * The exactly-once audit (docs/ARCHITECTURE.md, The commit protocol), read back with independent readers (DuckDB for Parquet):
  * every expected input offset is exactly one of a row, a dead letter or a filtered decision;
  * commit records of a partition never overlap; no shard, dead-letter or temp file is visible
  * that no commit record names.

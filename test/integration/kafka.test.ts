@@ -99,7 +99,7 @@ describe('Kafka mode', { skip }, () => {
     }
     assert.ok((audit.filteredByReason.duplicate_exact ?? 0) > 50, 'exact duplicates filtered');
 
-    // DESIGN 2.2 columns, as an independent reader sees them
+    // the columns of docs/FORMATS.md, Output rows, as an independent reader sees them
     const types = await duckDescribe(audit.shards[0]);
     const want: Record<string, RegExp> = {
       id: /VARCHAR/, source_topic: /VARCHAR/, source_partition: /INTEGER/, source_offset: /BIGINT/, image: /BLOB/,

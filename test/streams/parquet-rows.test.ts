@@ -167,7 +167,7 @@ async function writeSample(name: string, rows: CuratedRow[], opts?: Parameters<t
   return p;
 }
 
-test('DuckDB sees the DESIGN 2.2 column types', async () => {
+test('DuckDB sees the documented column types', async () => {
   const p = await writeSample('types.parquet', SAMPLE);
   const types = await duckDescribe(p);
   assert.deepEqual(Object.keys(types), [...CURATED_ROW_COLUMNS]);

@@ -188,7 +188,7 @@ export async function scoreSamples(enc: ClipEncoders, samples: Sample[], batch =
     for (let i = 0; i < group.length; i++) {
       const s = group[i]!;
       if (s.noise === 'correct') condensedCorrect.push(cosRows(condensed.embeds, i, caps, i, e));
-      // tags as the curator's tag operator computes them: on the kept patches (DESIGN 7)
+      // tags as the curator's tag operator computes them: on the kept patches (operators/tag.ts)
       const present = new Set(s.objects.map((o) => o.kind as string));
       for (let k = 0; k < kinds.length; k++) {
         tagCos[(start + i) * kinds.length + k] = cosRows(condensed.embeds, i, prompts, k, e);
