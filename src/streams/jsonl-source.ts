@@ -9,8 +9,8 @@
  * whitespace is skipped and takes no offset, so offsets count records, not line numbers.
  *
  * Field rules: `id` string (or integer) of 1..256 characters; `url`, `image_url`, `source` string or null;
- * `caption` string, missing or null read as ""; `crawl_time` required, epoch milliseconds as a number or numeric
- * string, or an ISO 8601 date; `attrs` an object whose non-string values are stringified (null values dropped);
+ * `caption` string, missing or null read as ""; `crawl_time` epoch milliseconds as a number or numeric
+ * string, or an ISO 8601 date, missing or null read as 0 (unknown); `attrs` an object whose non-string values are stringified (null values dropped);
  * `source` defaults to the file's base name. Unknown top-level fields are ignored.
  */
 import * as fs from 'node:fs';
@@ -272,7 +272,8 @@ function describe(v: unknown): string {
 
 /** Epoch milliseconds, or a message saying why the value is not acceptable. */
 function readCrawlTime(v: unknown): number | string {
-  if (v === undefined || v === null) return 'crawl_time is missing';
+  // img2dataset and LAION JSONL carry no crawl time: missing is 0 (unknown), as in Parquet metadata input
+  if (v === undefined || v === null) return 0;
   if (typeof v === 'number') {
     return Number.isFinite(v) && Math.abs(v) <= 8.64e15 ? Math.trunc(v) : `crawl_time ${v} is not a valid epoch-millisecond time`;
   }
