@@ -127,7 +127,7 @@ export function helpText(command?: string): string {
   if (!command) {
     lines.push('usage: squeeze <command> [flags]', '', 'commands:');
     for (const [c, h] of Object.entries(COMMANDS)) lines.push(`  ${c.padEnd(9)} ${h}`);
-    lines.push('', 'Run `squeeze <command> --help` for its flags. `npm start` curates a small embedded demo.');
+    lines.push('', 'Run `squeeze <command> --help` for its flags, `squeeze --version` for the version. `npm start` curates a small embedded demo.');
     return lines.join('\n');
   }
   lines.push(`usage: squeeze ${command} [flags]`, `  ${COMMANDS[command]}`, '', 'flags:');

@@ -10,6 +10,8 @@ import { parseArgs } from 'node:util';
 import { type Config, ConfigError, loadConfig, maskedConfig } from '../config/config';
 import { ConnectError } from '../streams/reach';
 import { UserError } from './errors';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { COMMANDS, FLAGS, helpText } from './flags';
 
 export { UserError };
@@ -20,9 +22,15 @@ export interface Parsed {
   local: Record<string, string | boolean | undefined>;
 }
 
+/** The version in package.json, read at the call: `--version` answers without loading anything else. */
+function packageVersion(): string {
+  return (JSON.parse(readFileSync(join(__dirname, '..', '..', '..', 'package.json'), 'utf8')) as { version: string }).version;
+}
+
 export function parse(argv: string[]): Parsed | { help: string } {
   const [command, ...rest] = argv;
   if (!command || command === '--help' || command === '-h' || command === 'help') return { help: helpText() };
+  if (command === '--version' || command === 'version') return { help: `squeeze ${packageVersion()}` };
   if (!COMMANDS[command]) throw new UserError(`unknown command "${command}" (commands: ${Object.keys(COMMANDS).join(', ')})`);
   const specs = FLAGS.filter((f) => f.commands.includes(command));
   const options: Record<string, { type: 'string' | 'boolean'; multiple?: boolean }> = { help: { type: 'boolean' } };

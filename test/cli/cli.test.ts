@@ -23,6 +23,15 @@ test('--help lists every command, and each command help lists exactly the flags 
   }
 });
 
+test('--version prints the package version and exits 0', async () => {
+  const { version } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
+  for (const arg of ['--version', 'version']) {
+    const r = await squeeze([arg]);
+    assert.equal(r.code, 0);
+    assert.equal(r.stdout.trim(), `squeeze ${version}`);
+  }
+});
+
 /** The packages a CLI run in a fresh node process has loaded by the time it is done (from require.cache). */
 function packagesLoadedBy(args: string[], thenRequire?: string): string[] {
   const main = join(ROOT, 'dist', 'src', 'cli', 'main.js');
