@@ -8,6 +8,8 @@ export interface FlagSpec {
   path: string;
   type: 'string' | 'boolean' | 'list';
   help: string;
+  /** what the flag means for one command, where that differs from `help` */
+  helpFor?: Record<string, string>;
   commands: string[];
   arg?: string;
 }
@@ -19,17 +21,17 @@ const CURATE = ['curate', 'replay'];
 
 export const FLAGS: FlagSpec[] = [
   { name: 'config', path: '@config', type: 'string', arg: 'FILE', help: 'JSON config file (defaults < file < SQUEEZE_* env < flags)', commands: KAFKA_CLIENTS },
-  { name: 'brokers', path: 'brokers', type: 'list', arg: 'H:P,...', help: 'Kafka bootstrap servers; without it curate runs embedded', commands: KAFKA_CLIENTS },
+  { name: 'brokers', path: 'brokers', type: 'list', arg: 'H:P,...', help: 'Kafka bootstrap servers', helpFor: { curate: 'Kafka bootstrap servers; without it curate runs embedded (--input or --demo)' }, commands: KAFKA_CLIENTS },
   { name: 'registry', path: 'registry', type: 'string', arg: 'URL', help: 'schema registry URL (Confluent API, e.g. Apicurio .../apis/ccompat/v7)', commands: KAFKA_CLIENTS },
   { name: 'topic', path: 'topic', type: 'string', arg: 'T', help: 'input topic of raw crawl events (default crawl.raw)', commands: ALL },
   { name: 'group', path: 'group', type: 'string', arg: 'G', help: 'consumer group (default squeeze-curator)', commands: ['curate'] },
   { name: 'connect-timeout-ms', path: 'connectTimeoutMs', type: 'string', arg: 'MS', help: 'give up reaching Kafka or the schema registry after MS with one line naming the address and cause (default 10000)', commands: KAFKA_CLIENTS },
   { name: 'partitions', path: 'kafka.partitions', type: 'string', arg: 'N', help: 'partitions when squeeze creates a topic (default 6)', commands: ALL },
-  { name: 'input', path: 'input', type: 'string', arg: 'PATH', help: 'JSONL file, WebDataset .tar (or dir of them), or Parquet url/caption metadata; report: a curated output directory', commands: ['curate', 'produce', 'report'] },
+  { name: 'input', path: 'input', type: 'string', arg: 'PATH', help: 'JSONL file, WebDataset .tar (or dir of them), or Parquet url/caption metadata', helpFor: { report: 'a curated output directory' }, commands: ['curate', 'produce', 'report'] },
   { name: 'image-root', path: 'imageRoot', type: 'string', arg: 'DIR', help: 'JSONL image_path values are relative to DIR and must stay inside it (symlinks within it are fine); default: the JSONL file\'s directory', commands: ['curate', 'produce'] },
   { name: 'demo-kind', path: 'demoKind', type: 'string', arg: 'K', help: 'auto (default: real photos when a shared/ data directory is present, else generated), photos or generated', commands: ['curate'] },
   { name: 'demo', path: 'demo', type: 'string', arg: 'N', help: 'curate N demo events (embedded, no input needed): real photos when a shared/ data directory is present, else generated (--demo-kind)', commands: ['curate'] },
-  { name: 'out', path: 'out', type: 'string', arg: 'PATH', help: 'curate/replay: where shards, dead letters and commit records go, a directory or s3://bucket/prefix (docs/OBJECT-STORE.md); gen: JSONL file; build-model: bundle directory; report: HTML file', commands: [...CURATE, 'gen', 'build-model', 'report'] },
+  { name: 'out', path: 'out', type: 'string', arg: 'PATH', help: 'where shards, dead letters and commit records go, a directory or s3://bucket/prefix (docs/OBJECT-STORE.md)', helpFor: { gen: 'the JSONL file to write', 'build-model': 'the bundle directory to write', report: 'the HTML file to write' }, commands: [...CURATE, 'gen', 'build-model', 'report'] },
   { name: 'models', path: 'models', type: 'string', arg: 'DIR', help: 'model bundle: a directory, "photo" (default: real-photo towers + YOLOX-nano), "builtin-shapes" (the generated crawl\'s tiny CLIP) or "none" (no model stages)', commands: CURATE },
   { name: 'detector', path: 'detector', type: 'string', arg: 'FILE', help: 'a YOLOX ONNX file (classes file beside it: coco_classes.txt, classes.txt or <name>.classes.txt) that adds or replaces the bundle\'s detector', commands: CURATE },
   { name: 'threads', path: 'threads', type: 'string', arg: 'N', help: 'onnxruntime threads per model (default 2)', commands: CURATE },
@@ -99,7 +101,7 @@ export const FLAGS: FlagSpec[] = [
   { name: 'feedback-every', path: '@feedback-every', type: 'string', arg: 'N', help: 'train: fit mixing weights from gradient alignment every N steps; with --brokers, announce them on the control topic (default 0: off)', commands: TRAIN },
   { name: 'trainer', path: '@trainer', type: 'string', arg: 'DIR', help: 'report: a squeeze train checkpoint directory whose held-out evaluations are drawn as learning curves', commands: ['report'] },
   { name: 'trace-url', path: '@trace-url', type: 'string', arg: 'URL', help: 'report: traced rows link to URL + trace id (default http://localhost:16686/trace/, Jaeger\'s UI)', commands: ['report'] },
-  { name: 'n', path: '@n', type: 'string', arg: 'N', help: 'gen: number of events to generate; report: rows in the gallery (default 48)', commands: ['gen', 'report'] },
+  { name: 'n', path: '@n', type: 'string', arg: 'N', help: 'number of events to generate', helpFor: { report: 'rows in the gallery (default 48)' }, commands: ['gen', 'report'] },
   { name: 'limit', path: '@limit', type: 'string', arg: 'N', help: 'publish at most N records', commands: ['produce'] },
   { name: 'prometheus-port', path: 'telemetry.prometheusPort', type: 'string', arg: 'PORT', help: 'serve Prometheus metrics on HOST:PORT/metrics (HOST from --prometheus-host)', commands: [...CURATE, 'train'] },
   { name: 'prometheus-host', path: 'telemetry.prometheusHost', type: 'string', arg: 'HOST', help: 'address the metrics endpoint binds (default 127.0.0.1; 0.0.0.0 in a container)', commands: [...CURATE, 'train'] },
@@ -132,7 +134,7 @@ export function helpText(command?: string): string {
   }
   lines.push(`usage: squeeze ${command} [flags]`, `  ${COMMANDS[command]}`, '', 'flags:');
   for (const f of FLAGS.filter((x) => x.commands.includes(command))) {
-    lines.push(`  ${`--${f.name}${f.arg ? ` ${f.arg}` : ''}`.padEnd(30)} ${f.help}`);
+    lines.push(`  ${`--${f.name}${f.arg ? ` ${f.arg}` : ''}`.padEnd(30)} ${f.helpFor?.[command] ?? f.help}`);
   }
   lines.push(`  ${'--help'.padEnd(30)} this text`);
   return lines.join('\n');

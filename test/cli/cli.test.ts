@@ -23,6 +23,18 @@ test('--help lists every command, and each command help lists exactly the flags 
   }
 });
 
+test('a flag shared by commands is explained for the command asked about', async () => {
+  const help = async (c: string): Promise<string> => (await squeeze([c, '--help'])).stdout;
+  assert.doesNotMatch(await help('train'), /embedded/, 'train --help');
+  assert.match(await help('curate'), /--brokers .*without it curate runs embedded/);
+  assert.doesNotMatch(await help('gen'), /gallery/, 'gen --help');
+  assert.match(await help('report'), /--n N\s+rows in the gallery/);
+  const report = await help('report');
+  assert.match(report, /--input PATH\s+a curated output directory/);
+  assert.doesNotMatch(report, /JSONL|WebDataset|bundle directory/, 'report --help');
+  assert.match(await help('gen'), /--out PATH\s+the JSONL file to write/);
+});
+
 test('--version prints the package version and exits 0', async () => {
   const { version } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
   for (const arg of ['--version', 'version']) {
