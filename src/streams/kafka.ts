@@ -10,7 +10,7 @@
  */
 import { Kafka, logLevel, type Admin, type Consumer, type KafkaConfig, type Producer, type SASLOptions } from 'kafkajs';
 import type { Config } from '../config/config';
-import { TransientError } from '../util/retry';
+import { asTransient } from '../util/retry';
 import { checkServices, withDeadline } from './reach';
 
 export interface KafkaRecord {
@@ -241,14 +241,7 @@ export function isTransientKafkaError(e: unknown): boolean {
 }
 
 /** Runs a call to the brokers; a transient failure becomes a TransientError (src/util/retry.ts), anything else stays. */
-export async function kafkaCall<T>(run: () => Promise<T>): Promise<T> {
-  try {
-    return await run();
-  } catch (e) {
-    if (isTransientKafkaError(e)) throw new TransientError('Kafka', ((e as Error)?.message ?? String(e)).split('\n')[0]);
-    throw e;
-  }
-}
+export const kafkaCall = <T>(run: () => Promise<T>): Promise<T> => asTransient('Kafka', isTransientKafkaError, run);
 
 export async function commitOffset(consumer: Consumer, topic: string, partition: number, next: number): Promise<boolean> {
   try {

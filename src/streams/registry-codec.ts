@@ -12,7 +12,7 @@ import { AvroDeserializer, AvroSerializer } from '@confluentinc/schemaregistry/d
 import { SchemaId, SerdeType } from '@confluentinc/schemaregistry/dist/serde/serde';
 import type { ControlEvent, CrawlEvent, DeadLetter, ShardManifest } from '../records';
 import { type AvroTypeLike, checkAvroBounds } from './avro-bounds';
-import { TransientError } from '../util/retry';
+import { asTransient } from '../util/retry';
 
 export const SCHEMA_DIR = join(__dirname, '..', '..', '..', 'schemas');
 
@@ -58,14 +58,7 @@ export function isTransientRegistryError(e: unknown): boolean {
 }
 
 /** Runs a call that talks to the registry; a transient failure becomes a TransientError, anything else stays as it is. */
-async function registryCall<T>(run: () => Promise<T>): Promise<T> {
-  try {
-    return await run();
-  } catch (e) {
-    if (isTransientRegistryError(e)) throw new TransientError('schema registry', ((e as Error)?.message ?? String(e)).split('\n')[0]);
-    throw e;
-  }
-}
+const registryCall = <T>(run: () => Promise<T>): Promise<T> => asTransient('schema registry', isTransientRegistryError, run);
 
 /** Registers `schema` under `<topic>-value` (idempotent) and returns a codec bound to that subject. */
 export async function avroCodec<T>(

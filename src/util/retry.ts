@@ -13,6 +13,16 @@ export class TransientError extends Error {
   }
 }
 
+/** Runs a call to `service`; an error `isTransient` recognises becomes a TransientError (its first line), any other stays. */
+export async function asTransient<T>(service: string, isTransient: (e: unknown) => boolean, run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (e) {
+    if (isTransient(e)) throw new TransientError(service, ((e as Error)?.message ?? String(e)).split('\n')[0]);
+    throw e;
+  }
+}
+
 /** A stop (SIGTERM) arrived while waiting for a service: the work is abandoned, not failed. */
 export class InterruptedError extends Error {}
 

@@ -7,7 +7,7 @@
  *  - the broker frozen (SIGSTOP) for 75 s, longer than kafkajs's own retries last: the curator stays up.
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
@@ -118,47 +118,35 @@ describe('reliability on real Kafka', { skip }, () => {
   });
 
   test('a two-minute registry outage: records of a new schema wait and are curated after it, nothing dead-lettered or lost', { timeout: 420_000 }, async () => {
-    const topic = `it.registry-outage.${run}`;
-    await createTopic(topic, 2);
+    const topic = await stagedTopic('registry-outage', 2, 200, 8);
     const { proxy, viaProxy } = await registryProxy();
     try {
-      const crawl = join(work, 'outage.jsonl');
-      await writeGenJsonl(crawl, { n: 220, seed: 8 });
-      await produceFile(topic, crawl, 200);
       const out = join(work, 'outage');
-      const curator = squeeze(curate(topic, out, `g-outage-${run}`, viaProxy.toString()));
-      let exited = false;
-      void curator.then(() => (exited = true));
-      // the curator has started and committed what it has (schema v1 is known to it now)
-      const deadline = Date.now() + 120_000;
-      while (!(existsSync(join(out, '_commits')) && readdirSync(join(out, '_commits')).length > 0)) {
-        assert.ok(Date.now() < deadline && !exited, 'the curator committed nothing within 2 minutes');
-        await new Promise((r) => setTimeout(r, 200));
-      }
+      const curator = startCurator(curate(topic, out, `g-outage-${run}`, viaProxy.toString()));
+      // committed what it has: schema v1 is known to it now
+      await curator.committed(out, topic, [0, 1], 200, 'before the outage');
       await proxy.down();
       // records written with a schema version the curator has never seen: decoding them needs the registry
-      const v2 = await register(topic, schemaV2());
-      const type = avsc.Type.forSchema(schemaV2());
+      const write = await newSchemaWriter(topic);
       const fresh = await Promise.all(Array.from({ length: 40 }, async (_, i) => {
         const image = await sharp({ create: { width: 64, height: 48, channels: 3, background: { r: 6 * i, g: 120, b: 255 - 6 * i } } }).png().toBuffer();
-        const value = Buffer.concat([v2, type.toBuffer({ id: `v2-${i}`, url: null, image_url: null, image, caption: `a blue and green square number ${i}`, crawl_time: 1_700_000_000_000 + i, source: null, attrs: { k: 'v' }, labels: ['x'] })]);
-        return { value, partition: i % 2 };
+        return { value: write({ id: `v2-${i}`, image, caption: `a blue and green square number ${i}`, attrs: { k: 'v' }, labels: ['x'] }), partition: i % 2 };
       }));
       await produceRaw(topic, fresh);
       await new Promise((r) => setTimeout(r, 120_000));
-      assert.equal(exited, false, 'the curator stayed up through the outage');
+      assert.equal(curator.exited, false, 'the curator stayed up through the outage');
       await proxy.up();
-      const ran = await curator;
+      await curator.committed(out, topic, [0, 1], 240, 'after the outage');
+      const ran = await curator.stop();
       ok(ran);
       assert.match(ran.stderr, /schema registry: .*retrying/);
-      const high = await highWatermarks(topic);
-      const audit = await auditOutput(out, topic, high);
+      const audit = await auditOutput(out, topic, await highWatermarks(topic));
       assert.equal(audit.rows + audit.dead + audit.filtered, 240);
       assert.equal(audit.deadByReason.schema_error ?? 0, 0, 'no valid record became a schema_error');
       // the records of the new schema were curated (rows or sampling decisions), none is a dead letter
       const dead = [...(await deadLetters(out, topic, 0)), ...(await deadLetters(out, topic, 1))];
       assert.deepEqual(dead.filter((d) => d.id?.startsWith('v2-')), []);
-      const rows = await duckQuery(`SELECT count(*) AS n FROM read_parquet([${audit.shards.map(sqlQuote).join(", ")}]) WHERE id LIKE 'v2-%'`);
+      const rows = await duckQuery(`SELECT count(*) AS n FROM read_parquet([${audit.shards.map(sqlQuote).join(', ')}]) WHERE id LIKE 'v2-%'`);
       assert.ok(Number(rows[0].n) > 0, 'some records of the new schema are rows');
     } finally {
       await proxy.close();
@@ -166,30 +154,18 @@ describe('reliability on real Kafka', { skip }, () => {
   });
 
   test('SIGTERM while a batch waits for the registry: the curator stops at once and dead-letters nothing', { timeout: 180_000 }, async () => {
-    const topic = `it.registry-stop.${run}`;
-    await createTopic(topic, 1);
+    const topic = await stagedTopic('registry-stop', 1, 50, 9);
     const { proxy, viaProxy } = await registryProxy();
     try {
-      const crawl = join(work, 'stop.jsonl');
-      await writeGenJsonl(crawl, { n: 60, seed: 9 });
-      await produceFile(topic, crawl, 50);
       const out = join(work, 'registry-stop');
-      let child: ChildProcess | null = null;
-      const curator = squeeze(curate(topic, out, `g-stop-${run}`, viaProxy.toString()).filter((a) => a !== '--drain'), { onStart: (p) => (child = p) });
-      const deadline = Date.now() + 120_000;
-      while ((await readCommits(out, topic, 0)).reduce((n, c) => n + c.records, 0) < 50) {
-        assert.ok(Date.now() < deadline, 'the first 50 records were not committed within 2 minutes');
-        await new Promise((r) => setTimeout(r, 200));
-      }
+      const curator = startCurator(curate(topic, out, `g-stop-${run}`, viaProxy.toString()));
+      await curator.committed(out, topic, [0], 50, 'before the outage');
       await proxy.down();
-      const v2 = await register(topic, schemaV2());
-      const type = avsc.Type.forSchema(schemaV2());
-      const value = Buffer.concat([v2, type.toBuffer({ id: 'waits', url: null, image_url: 'https://x.example/a.jpg', image: null, caption: 'c', crawl_time: 1, source: null, attrs: {}, labels: [] })]);
-      await produceRaw(topic, [{ value, partition: 0 }]);
+      const write = await newSchemaWriter(topic);
+      await produceRaw(topic, [{ value: write({ id: 'waits', image_url: 'https://x.example/a.jpg', caption: 'c' }), partition: 0 }]);
       await new Promise((r) => setTimeout(r, 8000)); // the record is fetched and its decode retries
       const t0 = Date.now();
-      (child as ChildProcess | null)?.kill('SIGTERM');
-      const ran = await curator;
+      const ran = await curator.stop(20_000);
       assert.ok(Date.now() - t0 < 20_000, `stopped ${Date.now() - t0} ms after SIGTERM`);
       assert.match(ran.stderr, /schema registry: .*retrying/, 'the record was waiting for the registry');
       const commits = await readCommits(out, topic, 0);
@@ -202,67 +178,98 @@ describe('reliability on real Kafka', { skip }, () => {
 
   test('brokers frozen for 75 s: the curator rides it out and curates what comes after, exactly once', { timeout: 420_000, skip: kafkaPid() === null ? 'skipped: no Kafka started by deploy/services.sh here (its pid file is where the broker is frozen from)' : false }, async () => {
     const pid = kafkaPid()!;
-    const topic = `it.broker-outage.${run}`;
-    await createTopic(topic, 2);
-    const first = join(work, 'outage-first.jsonl');
-    const second = join(work, 'outage-second.jsonl');
-    await writeGenJsonl(first, { n: 220, seed: 11 });
+    const topic = await stagedTopic('broker-outage', 2, 200, 11);
+    const second = join(work, 'broker-outage-second.jsonl');
     await writeGenJsonl(second, { n: 220, seed: 12 });
-    await produceFile(topic, first, 200);
     const out = join(work, 'broker-outage');
-    const args = curate(topic, out, `g-broker-${run}`, REGISTRY).filter((a) => a !== '--drain');
-    let child: ChildProcess | null = null;
-    let log = '';
-    const curator = squeeze(args, { onStart: (p) => {
-      child = p;
-      p.stderr?.on('data', (d) => (log += String(d)));
-    } });
-    let exited = false;
-    void curator.then(() => (exited = true));
-    // every step has a deadline, and a missed one says where the curator was
-    const within = async <T>(ms: number, what: string, step: Promise<T>): Promise<T> => {
-      let timer: NodeJS.Timeout | undefined;
-      const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what} took over ${ms / 1000} s; curator stderr: ${log.slice(-1500)}`)), ms)));
-      try {
-        return await Promise.race([step, late]);
-      } finally {
-        clearTimeout(timer);
-      }
-    };
-    const committed = async (): Promise<number> => {
-      let n = 0;
-      for (const p of [0, 1]) for (const c of await readCommits(out, topic, p)) n += c.records;
-      return n;
-    };
-    const waitFor = async (n: number, what: string): Promise<void> => {
-      const deadline = Date.now() + 150_000;
-      while ((await committed()) < n) {
-        // (messages are built before assert looks at the condition: nothing in them may wait)
-        assert.ok(!exited, `the curator exited ${what}: ${log.slice(-1500)}`);
-        assert.ok(Date.now() < deadline, `fewer than ${n} records committed ${what}; curator stderr: ${log.slice(-1500)}`);
-        await new Promise((r) => setTimeout(r, 500));
-      }
-    };
+    const curator = startCurator(curate(topic, out, `g-broker-${run}`, REGISTRY));
     try {
-      await waitFor(200, 'before the outage');
+      await curator.committed(out, topic, [0, 1], 200, 'before the outage');
       process.kill(pid, 'SIGSTOP');
       try {
         await new Promise((r) => setTimeout(r, 75_000));
       } finally {
         process.kill(pid, 'SIGCONT');
       }
-      assert.equal(exited, false, 'the curator stayed up while the brokers were frozen');
-      await within(120_000, 'producing after the outage', produceFile(topic, second, 200));
-      await waitFor(400, 'after the outage');
+      assert.equal(curator.exited, false, 'the curator stayed up while the brokers were frozen');
+      await within(120_000, 'producing after the outage', produceFile(topic, second, 200), () => curator.log);
+      await curator.committed(out, topic, [0, 1], 400, 'after the outage');
     } finally {
-      (child as ChildProcess | null)?.kill('SIGTERM');
+      ok(await curator.stop());
     }
-    const ran = await within(60_000, 'stopping the curator', curator);
-    ok(ran);
     const audit = await auditOutput(out, topic, await highWatermarks(topic));
     assert.equal(audit.rows + audit.dead + audit.filtered, 400);
   });
 });
+
+/** A fresh topic of `partitions` partitions holding the first `n` readable events of a generated crawl. */
+async function stagedTopic(name: string, partitions: number, n: number, seed: number): Promise<string> {
+  const topic = `it.${name}.${run}`;
+  await createTopic(topic, partitions);
+  const file = join(work, `${name}.jsonl`);
+  await writeGenJsonl(file, { n: n + 20, seed }); // a few generated lines are unreadable and skipped
+  await produceFile(topic, file, n);
+  return topic;
+}
+
+/** Encodes crawl events with the second schema version, registered now (the fields not given are empty). */
+async function newSchemaWriter(topic: string): Promise<(fields: Record<string, unknown>) => Buffer> {
+  const header = await register(topic, schemaV2());
+  const type = avsc.Type.forSchema(schemaV2());
+  const empty = { url: null, image_url: null, image: null, caption: '', crawl_time: 1_700_000_000_000, source: null, attrs: {}, labels: [] };
+  return (fields) => Buffer.concat([header, type.toBuffer({ ...empty, ...fields })]);
+}
+
+/** `step`, or a failure after `ms` that says what the curator last wrote. */
+async function within<T>(ms: number, what: string, step: Promise<T>, log: () => string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what} took over ${ms / 1000} s; curator stderr: ${log().slice(-1500)}`)), ms)));
+  try {
+    return await Promise.race([step, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** A curator that runs until stopped (no --drain): its stderr so far, whether it exited, waits with deadlines. */
+function startCurator(args: string[]) {
+  let child: ChildProcess | null = null;
+  let log = '';
+  let exited = false;
+  const done = squeeze(args.filter((a) => a !== '--drain'), {
+    onStart: (p) => {
+      child = p;
+      p.stderr?.on('data', (d) => (log += String(d)));
+    },
+  });
+  void done.then(() => (exited = true));
+  return {
+    get log(): string {
+      return log;
+    },
+    get exited(): boolean {
+      return exited;
+    },
+    /** polls until `n` records of `partitions` are in commit records, for at most 150 s */
+    async committed(out: string, topic: string, partitions: number[], n: number, what: string): Promise<void> {
+      const deadline = Date.now() + 150_000;
+      for (;;) {
+        let total = 0;
+        for (const p of partitions) for (const c of await readCommits(out, topic, p)) total += c.records;
+        if (total >= n) return;
+        // (a message is built before assert looks at the condition: nothing in it may wait)
+        assert.ok(!exited, `the curator exited ${what}: ${log.slice(-1500)}`);
+        assert.ok(Date.now() < deadline, `${total} of ${n} records committed ${what}; curator stderr: ${log.slice(-1500)}`);
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    },
+    /** SIGTERM, and the run as it ended, within `ms` */
+    stop(ms = 60_000): Promise<Ran> {
+      (child as ChildProcess | null)?.kill('SIGTERM');
+      return within(ms, 'stopping the curator', done, () => log);
+    },
+  };
+}
 
 /** The broker's pid when deploy/services.sh started it on this machine (null for brokers elsewhere). */
 function kafkaPid(): number | null {
