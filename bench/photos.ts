@@ -27,10 +27,11 @@ import { loadBundle } from '../src/models/bundle';
 import { nearDuplicateForms, rocAuc } from '../src/models/photo/calibrate';
 import { loadPhotos, sharedDir, type PhotoItem } from '../src/models/photo/data';
 import type { Box } from '../src/models/types';
-import { keepMask, selectPatches } from '../src/operators/condense';
+import { choosePatches, keepMask, selectPatches } from '../src/operators/choose-patches';
 import { decodeImage } from '../src/operators/decode-image';
 import { embed } from '../src/operators/embed';
 import { enrich } from '../src/operators/enrich';
+import { modelNeeds } from '../src/operators/model-calls';
 import { type Batch, newSample } from '../src/operators/sample';
 import { tag } from '../src/operators/tag';
 import { mentions } from '../src/text/english';
@@ -107,8 +108,9 @@ export async function benchPhotos(): Promise<void> {
   }
   const out = await firstValueFrom(
     from(batches).pipe(
-      decodeImage({ maxImageBytes: 20 << 20, maxPixels: 40_000_000, minSide: 16, maxAspect: 8, imageFormat: 'keep', quality: 85 }),
+      decodeImage({ maxImageBytes: 20 << 20, maxPixels: 40_000_000, minSide: 16, maxAspect: 8, imageFormat: 'keep', quality: 85, prepare: () => modelNeeds(bundle) }),
       embed({ bundle }),
+      choosePatches({ rho: 0.5, forceDetections: { minScore: 0.5 } }),
       tag({ bundle }),
       enrich({ threshold }),
       toArray(),

@@ -10,9 +10,12 @@ import { firstValueFrom, of } from 'rxjs';
 import { BUILTIN_BUNDLE } from '../src/curate/models';
 import { generateCrawl } from '../src/gen';
 import { loadBundle } from '../src/models/bundle';
+import { prepareImage } from '../src/models/preprocess';
 import type { Box } from '../src/models/types';
 import { YoloxDetector } from '../src/models/yolox';
-import { condense, objectCoverage, selectPatches } from '../src/operators/condense';
+import { choosePatches, objectCoverage, selectPatches } from '../src/operators/choose-patches';
+import { condense } from '../src/operators/condense';
+import { modelNeeds } from '../src/operators/model-calls';
 import { decodeImage } from '../src/operators/decode-image';
 import { embed } from '../src/operators/embed';
 import { enrich } from '../src/operators/enrich';
@@ -60,9 +63,9 @@ export async function benchQuality(): Promise<void> {
     samples.push(s);
   }
   const batch: Batch = { topic: 'bench', partition: 0, samples };
-  const [, decodeS] = await timed(() => firstValueFrom(of(batch).pipe(validateEvent({ maxCaptionChars: 2000 }), decodeImage(DECODE))));
+  const [, decodeS] = await timed(() => firstValueFrom(of(batch).pipe(validateEvent({ maxCaptionChars: 2000 }), decodeImage({ ...DECODE, prepare: () => modelNeeds(bundle) }))));
   const [, embedS] = await timed(() => firstValueFrom(of(batch).pipe(embed({ bundle, batchSize: 32 }))));
-  const [, tagS] = await timed(() => firstValueFrom(of(batch).pipe(tag({ bundle }))));
+  const [, tagS] = await timed(() => firstValueFrom(of(batch).pipe(choosePatches({ rho: 0.5 }), tag({ bundle }))));
   const clean = samples.filter((s) => s.outcome.kind === 'keep' && s.model && truthOf(s).objects.length > 0);
 
   // condensation coverage at three keep ratios, against random keeping with the same budget
@@ -113,7 +116,7 @@ export async function benchQuality(): Promise<void> {
   const namesTrue = (s: Sample, text: string) => truthOf(s).objects.some((o) => mentions(text, o.kind));
   const before = clean.filter((s) => namesTrue(s, s.event!.caption)).length;
   const cleanBatch: Batch = { topic: 'bench', partition: 0, samples: clean };
-  const [, condenseS] = await timed(() => firstValueFrom(of(cleanBatch).pipe(condense({ rho: 0.5, blank: true, quality: 85 }))));
+  const [, condenseS] = await timed(() => firstValueFrom(of(cleanBatch).pipe(condense({ blank: true, quality: 85 }))));
   // enrichment at several add thresholds, each from the crawled captions
   const captionsIn = clean.map((s) => s.caption);
   const flagsIn = clean.map((s) => [...s.flags]);
@@ -174,7 +177,7 @@ async function cocoYolox(speed: Record<string, string | number>[]): Promise<Reco
     // `file` is relative to data/coco (images/<split>/<name>.jpg); older copies list the bare name
     const path = [join(shared, 'data', 'coco', r.file), join(shared, 'data', 'coco', 'images', r.split, r.file)].find((p) => existsSync(p));
     if (!path) continue;
-    const [dets] = await detector.detect([readFileSync(path)]);
+    const [dets] = await detector.detect([await prepareImage(readFileSync(path), detector.preprocess)]);
     images++;
     for (const label of new Set(dets.map((d) => d.label))) {
       pairs++;

@@ -42,6 +42,24 @@ export const DEAD_REASONS = [
 ] as const;
 export type DeadReason = (typeof DEAD_REASONS)[number];
 
+/**
+ * Why a readable event is left out of the output on purpose (counted per reason in the commit record's
+ * `filtered_offsets`; docs/FORMATS.md, Commit records). Not an error: nothing goes to the dead letters.
+ */
+export const FILTER_REASONS = [
+  /** the same content hash as an earlier image of the partition */
+  'duplicate_exact',
+  /** a near copy of an earlier image (dHash, thumbnail, embedding) */
+  'duplicate_near',
+  /** its concepts are over-represented (concept balancing) */
+  'balanced_out',
+  /** soft-cap found no usable score on it */
+  'no_score',
+  /** soft-cap drew zero copies for it */
+  'zero_copies',
+] as const;
+export type FilterReason = (typeof FILTER_REASONS)[number];
+
 /** A dead letter (docs/FORMATS.md, Dead letters): every input that cannot be curated. */
 export interface DeadLetter {
   source_topic: string;

@@ -92,7 +92,6 @@ export const ConfigSchema = z
         /** null: the bundle's threshold */
         threshold: z.number().min(0).max(1).nullable().default(null),
         source: z.enum(['auto', 'detector', 'zero-shot']).default('auto'),
-        rho: z.number().gt(0).max(1).default(0.5),
       })
       .default({}),
     condense: z

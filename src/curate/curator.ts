@@ -40,17 +40,24 @@ function endEventSpans(traced: Sample[], start: number, shard: string | null, co
   }
 }
 
-/** One input record as an edge hands it over: wire bytes, or bytes the edge already rejected. */
+/**
+ * One input record as an edge hands it over: wire bytes (Kafka), an event the edge already parsed with
+ * the record it came from (files), or a record the edge already rejected.
+ */
 export interface Inbound {
   coord: Coord;
+  /** the record as it arrived: what a dead letter keeps */
   value: Buffer | null;
+  /** the event, when the edge parsed it itself (file inputs): no wire decoding */
+  event?: CrawlEvent;
   rejected?: Rejection | null;
   /** Kafka record headers (a `traceparent` continues the producer's trace); absent for files */
   headers?: Record<string, string>;
 }
 
 export interface CuratorDeps {
-  decode: (bytes: Buffer) => Promise<CrawlEvent>;
+  /** wire bytes -> event (Kafka's Avro); absent when the edge hands over parsed events */
+  decode?: (bytes: Buffer) => Promise<CrawlEvent>;
   fetch: ImageFetch | null;
   /** the model bundle; null runs without model stages */
   bundle: BundleHolder | null;
@@ -188,7 +195,11 @@ export class Curator {
     await this.until(() => this.admitted < this.maxAdmitted && this.pendingCommits <= this.maxPendingCommits);
     this.admitted++;
     this.stats.seen(records.length);
-    const samples = records.map((r) => newSample(r.coord, r.value, r.rejected ?? null, startEventSpan(r.coord, r.headers, r.headers !== undefined)));
+    const samples = records.map((r) => {
+      const s = newSample(r.coord, r.value, r.rejected ?? null, startEventSpan(r.coord, r.headers, r.headers !== undefined));
+      if (r.event && !r.rejected) s.event = r.event;
+      return s;
+    });
     this.input$.next({ topic, partition, samples, epoch: this.epochs.get(partitionKey(topic, partition)) });
   }
 

@@ -1,17 +1,19 @@
 /**
  * The curation chain (docs/ARCHITECTURE.md, Stage contracts) as plain lists of operators:
- *   pre:      decode + validate, fetch by URL, decode the image once, embed (one model pass),
- *             tag, model-free quality scores, mix the scores
+ *   pre:      decode + validate, fetch by URL, decode the image once (with each model's input),
+ *             embed (one model pass), choose the kept patches, tag, model-free quality scores, mix
+ *             the scores
  *   stateful: the domain check (per-partition window of tag confidences), exact and near duplicates,
  *             concept balancing, soft-cap copies (in that order)
  *   post:     condense and enrich, only for samples that will be written
- * Without a model bundle the model stages (embed, tag, condense) are left out; mixing and
+ * Without a model bundle the model stages (embed, choose patches, tag, condense) are left out; mixing and
  * soft-cap then run on the model-free scores alone.
  */
 import type { OperatorFunction } from 'rxjs';
 import { map } from 'rxjs';
 import sharp from 'sharp';
 import type { Config } from '../config/config';
+import { choosePatches } from '../operators/choose-patches';
 import { condense } from '../operators/condense';
 import { decodeEvent } from '../operators/decode-event';
 import { decodeImage } from '../operators/decode-image';
@@ -23,14 +25,13 @@ import { embed } from '../operators/embed';
 import { enrich } from '../operators/enrich';
 import { fetchImages, type ImageFetch } from '../operators/fetch-images';
 import { mix } from '../operators/mix';
+import { modelNeeds } from '../operators/model-calls';
 import { scoreQuality } from '../operators/score-quality';
 import type { Batch } from '../operators/sample';
 import { softCap } from '../operators/soft-cap';
 import type { StateRegistry } from '../operators/state';
 import { tag } from '../operators/tag';
 import { validateEvent } from '../operators/validate-event';
-import { forgetResized } from '../models/preprocess';
-import type { ImagePreprocess, ModelBundle } from '../models/types';
 import type { CrawlEvent } from '../records';
 import { recordDomainShare } from '../telemetry/telemetry';
 import { LlmClient } from '../text/llm-client';
@@ -41,7 +42,8 @@ import type { MixWeightsStore } from './mix-weights';
 export const DEFAULT_ENRICH_THRESHOLD = 0.4;
 
 export interface ChainDeps {
-  decode: (bytes: Buffer) => Promise<CrawlEvent>;
+  /** wire bytes -> event; absent when the edge hands over parsed events (files) */
+  decode?: (bytes: Buffer) => Promise<CrawlEvent>;
   fetch: ImageFetch | null;
   state: StateRegistry;
   /** null: run without model stages */
@@ -66,19 +68,10 @@ export interface Chain {
 const compose = (stages: OperatorFunction<Batch, Batch>[]): OperatorFunction<Batch, Batch> => (source) =>
   stages.reduce((acc, op) => acc.pipe(op), source);
 
-/** The resized inputs decodeImage prepares for a bundle: its image encoder's and its detector's. */
-export function modelInputs(bundle: ModelBundle): ImagePreprocess[] {
-  return [bundle.vision.preprocess, bundle.detector?.preprocess].filter((p): p is ImagePreprocess => p !== undefined);
-}
-
-/** The model stages are done with the batch: its prepared and cached model inputs go now, not when the samples do. */
-function releaseInputs(holder: BundleHolder): (batch: Batch) => Batch {
-  return (batch) => {
-    const images = batch.samples.flatMap((s) => (s.image ? [s.image.bytes] : []));
-    for (const b of images) forgetResized(b);
-    holder.forBatch(batch).vision.forget?.(images);
-    return batch;
-  };
+/** The model stages are done with the batch: its prepared model inputs go now, not when the samples do. */
+function releaseInputs(batch: Batch): Batch {
+  for (const s of batch.samples) if (s.image) s.image.inputs = null;
+  return batch;
 }
 
 export function curationChain(cfg: Config, deps: ChainDeps): Chain {
@@ -104,8 +97,8 @@ export function curationChain(cfg: Config, deps: ChainDeps): Chain {
       imageFormat: cfg.output.imageFormat,
       quality: cfg.output.quality,
       concurrency: cfg.concurrency,
-      // the bundle's model inputs come from the same decode (a bundle swapped in meanwhile decodes again)
-      prepare: holder ? () => modelInputs(holder.current) : undefined,
+      // the bundle's model inputs are prepared here (a bundle swapped in meanwhile prepares them again)
+      prepare: holder ? () => modelNeeds(holder.current) : undefined,
     }),
   ];
   const model: OperatorFunction<Batch, Batch>[] = [];
@@ -146,10 +139,12 @@ export function curationChain(cfg: Config, deps: ChainDeps): Chain {
         return batch;
       }),
       embed({ bundle, batchSize: 32 }),
+      // the patch choice, once: tag's zero-shot pass encodes it, condense records it
+      choosePatches({ rho: cfg.condense.rho, mass: cfg.condense.mass ?? undefined, forceDetections: { minScore: cfg.condense.forceDetectionScore } }),
     );
-    if (cfg.tag.enabled) model.push(tag({ bundle, threshold: cfg.tag.threshold ?? undefined, source: cfg.tag.source, rho: cfg.tag.rho }));
+    if (cfg.tag.enabled) model.push(tag({ bundle, threshold: cfg.tag.threshold ?? undefined, source: cfg.tag.source }));
+    model.push(map(releaseInputs));
   }
-  if (holder) model.push(map(releaseInputs(holder)));
   score.push(scoreQuality(), mix({ weights: () => deps.weights.current() }));
   if (cfg.softCap.enabled) {
     const sc = cfg.softCap;
@@ -164,7 +159,7 @@ export function curationChain(cfg: Config, deps: ChainDeps): Chain {
   }
   if (holder && cfg.condense.enabled) {
     const c = cfg.condense;
-    post.push(condense({ rho: c.rho, mass: c.mass ?? undefined, blank: c.blank, quality: c.quality, forceDetections: { minScore: c.forceDetectionScore } }));
+    post.push(condense({ blank: c.blank, quality: c.quality }));
   }
   if (cfg.enrich.enabled) {
     const e = cfg.enrich;

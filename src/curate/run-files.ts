@@ -1,7 +1,8 @@
 /**
- * Embedded mode (no services): a file dataset or the built-in generated demo is curated into a local
- * output directory. Records go through Avro with the library's in-memory schema registry, the same
- * decode path Kafka mode uses. Re-running over the same --out resumes after the last commit record.
+ * Embedded mode (no services): a file dataset or the built-in demo is curated into a local output
+ * directory (or an object store). The file readers parse each record into an event themselves and hand it
+ * to the curator with the record it came from (a JSONL line, a tar sample's .json, a Parquet row), which
+ * a dead letter keeps. Re-running over the same --out resumes after the last commit record.
  */
 import { openShardStore } from '../streams/shard-store';
 import { basename } from 'node:path';
@@ -11,7 +12,6 @@ import { sharedDir } from '../models/photo/data';
 import { photoDemoEvents } from './photo-demo';
 import type { CrawlEvent } from '../records';
 import { openFileSource, type FileRecord, type InputMeter } from '../streams/file-source';
-import { avroCodec, openRegistry, toCrawlEvent } from '../streams/registry-codec';
 import { createImageFetcher } from '../streams/safe-fetch';
 import { Curator, type Inbound } from './curator';
 import { openModels, openWeights } from './models';
@@ -25,7 +25,6 @@ export async function curateFiles(given: Config, opts: FileRunOptions = {}): Pro
   const demo = given.input ? null : demoSource(given);
   const cfg = demo?.cfg ?? given;
   const topic = cfg.input ? basename(cfg.input) : 'demo';
-  const codec = await avroCodec(openRegistry(cfg.registry.startsWith('mock://') ? cfg.registry : 'mock://squeeze'), topic, 'crawl-event', toCrawlEvent);
   const meter: InputMeter = cfg.input ? { done: 0, total: 0, unit: 'bytes' } : { done: 0, total: cfg.demo ?? 200, unit: 'events' };
   // open the input first: a wrong path is the user's mistake to hear about before anything loads
   const records: AsyncIterable<FileRecord> = cfg.input
@@ -34,7 +33,7 @@ export async function curateFiles(given: Config, opts: FileRunOptions = {}): Pro
   const store = await openShardStore(cfg.out!);
   const bundle = await openModels(cfg);
   if (demo) process.stderr.write(`squeeze: demo: ${demo.what}\n`);
-  const curator = new Curator(cfg, { decode: codec.decode, fetch: makeFetcher(cfg), bundle, weights: openWeights(cfg, bundle), store });
+  const curator = new Curator(cfg, { fetch: makeFetcher(cfg), bundle, weights: openWeights(cfg, bundle), store });
   const next = (await curator.assign(topic, 0)) ?? 0;
   const progress = (): void => opts.onProgress?.(curator, meter);
   // a line after each commit as well as every second, so progress never lags the commit records
@@ -45,7 +44,7 @@ export async function curateFiles(given: Config, opts: FileRunOptions = {}): Pro
     for await (const r of records) {
       if (!cfg.input) meter.done = r.coord.offset + 1;
       if (r.coord.offset < next) continue;
-      batch.push(await toInbound(r, codec.encode));
+      batch.push(toInbound(r));
       if (batch.length >= cfg.batchSize) {
         await curator.push(topic, 0, batch);
         batch = [];
@@ -73,15 +72,11 @@ export function makeFetcher(cfg: Config) {
   return fetcher;
 }
 
-async function toInbound(r: FileRecord, encode: (e: CrawlEvent) => Promise<Buffer>): Promise<Inbound> {
+function toInbound(r: FileRecord): Inbound {
   if (r.error || !r.event) {
     return { coord: r.coord, value: r.raw, rejected: r.error ?? { reason: 'schema_error', message: 'unreadable record' } };
   }
-  try {
-    return { coord: r.coord, value: await encode(r.event) };
-  } catch (e) {
-    return { coord: r.coord, value: r.raw, rejected: { reason: 'schema_error', message: (e as Error).message.slice(0, 300) } };
-  }
+  return { coord: r.coord, value: r.raw, event: r.event };
 }
 
 /**
@@ -100,6 +95,8 @@ export function demoSource(cfg: Config): { events: AsyncIterable<CrawlEvent> | I
 async function* demoRecords(topic: string, events: AsyncIterable<CrawlEvent> | Iterable<CrawlEvent>): AsyncGenerator<FileRecord> {
   let offset = 0;
   for await (const event of events) {
-    yield { coord: { topic, partition: 0, offset: offset++ }, event, error: null, raw: Buffer.alloc(0) };
+    // what a dead letter keeps of a demo event: the event as JSON, its image as a byte count
+    const raw = Buffer.from(JSON.stringify({ ...event, image: event.image ? `<${event.image.length} bytes>` : null }));
+    yield { coord: { topic, partition: 0, offset: offset++ }, event, error: null, raw };
   }
 }

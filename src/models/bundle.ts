@@ -29,7 +29,7 @@ import { z } from 'zod';
 import { ClipTokenizer } from './clip-tokenizer';
 import { preprocessBatch } from './preprocess';
 import { checkIo, checkShape, declaredShape, type ModelSession, openSession } from './session';
-import type { ImageEncoding, ImagePreprocess, ModelBundle, ObjectDetector, PatchGrid, TextEncoder, VisionEncoder } from './types';
+import type { ImageEncoding, ImagePreprocess, ModelBundle, ObjectDetector, PatchGrid, PreparedImage, TextEncoder, VisionEncoder } from './types';
 import { WordTokenizer, type Tokenizer } from './word-tokenizer';
 import { YoloxDetector } from './yolox';
 
@@ -344,7 +344,7 @@ class OnnxVisionEncoder implements VisionEncoder {
     else checkShape(session, v.outputs.attention!, 'output', { dims: [null, P], types: ['float32'], show: `[N, ${P}]` }, where);
   }
 
-  async encode(images: Buffer[], keep?: (Uint8Array | null)[]): Promise<ImageEncoding[]> {
+  async encode(images: PreparedImage[], keep?: (Uint8Array | null)[]): Promise<ImageEncoding[]> {
     if (keep && keep.length !== images.length) fail(`${this.where}: ${keep.length} keep masks for ${images.length} images`);
     for (const k of keep ?? []) if (k && k.length !== this.patches) fail(`${this.where}: a keep mask has ${k.length} entries, the grid has ${this.patches} patches`);
     const out: ImageEncoding[] = [];
@@ -355,36 +355,13 @@ class OnnxVisionEncoder implements VisionEncoder {
     return out;
   }
 
-  /**
-   * Preprocessed pixels per image buffer. The chain encodes the same image twice (embed, then tag on its
-   * kept patches); the second pass reuses the first one's decode and resize. Weak: an entry lives no longer
-   * than the image buffer it came from; the curator `forget`s it as soon as the model stages are done.
-   */
-  private readonly cache = new WeakMap<Buffer, Float32Array>();
-
-  forget(images: Buffer[]): void {
-    for (const b of images) this.cache.delete(b);
-  }
-
-  private async pixels(images: Buffer[], per: number): Promise<{ tensor: Float32Array; dims: [number, number, number, number] }> {
-    const p: ImagePreprocess = this.spec.preprocess;
-    const missing = [...new Set(images)].filter((b) => !this.cache.has(b));
-    if (missing.length > 0) {
-      const fresh = await preprocessBatch(missing, p);
-      missing.forEach((b, i) => this.cache.set(b, fresh.tensor.slice(i * per, (i + 1) * per)));
-    }
-    const tensor = new Float32Array(images.length * per);
-    images.forEach((b, i) => tensor.set(this.cache.get(b)!, i * per));
-    return { tensor, dims: [images.length, 3, p.size[0], p.size[1]] };
-  }
-
-  private async run(images: Buffer[], keep?: (Uint8Array | null)[]): Promise<ImageEncoding[]> {
+  private async run(images: PreparedImage[], keep?: (Uint8Array | null)[]): Promise<ImageEncoding[]> {
     const v = this.spec;
     const p: ImagePreprocess = v.preprocess;
     const n = images.length;
     const P = this.patches;
     const per = 3 * p.size[0] * p.size[1];
-    const { tensor, dims } = await this.pixels(images, per);
+    const { tensor, dims } = preprocessBatch(images, p);
     const feeds: Record<string, ort.Tensor> = {};
     if (v.inputs.mask) {
       const mask = new Float32Array(n * P).fill(1);

@@ -38,7 +38,7 @@
  * scales are the resized over the source size; for `squash` the two scales differ.
  */
 import sharp from 'sharp';
-import type { ImagePreprocess } from './types';
+import type { ImagePreprocess, PreparedImage } from './types';
 
 export interface PreprocessMeta {
   /** oriented source image size in pixels */
@@ -102,15 +102,7 @@ function checkPreprocess(p: ImagePreprocess): void {
   if (p.std.some((s) => !(s > 0))) throw new Error(`preprocess.std must be positive, got ${JSON.stringify(p.std)}`);
 }
 
-/** The resized uint8 RGB image a preprocessing plan starts from (before padding, scaling and mean/std). */
-export interface Resized {
-  data: Buffer;
-  /** oriented source size */
-  width: number;
-  height: number;
-}
-
-/** Identifies what a resized image is good for: the plan depends on the size and the resize mode only. */
+/** Identifies what a prepared image is good for: the plan depends on the size and the resize mode only. */
 export const preprocessKey = (p: ImagePreprocess): string => `${p.resize}:${p.size[0]}x${p.size[1]}`;
 
 /** The size `p` resizes a `width` x `height` image to before placing it in the model input. */
@@ -119,53 +111,16 @@ export function resizedSize(width: number, height: number, p: ImagePreprocess): 
   return { width: pl.rw, height: pl.rh };
 }
 
-/** Whether the resized image `p` starts from shows the whole image (squash, letterbox) rather than a crop. */
-export const showsWholeImage = (p: ImagePreprocess): boolean => p.resize !== 'shortest-crop';
-
 /**
- * Resized images prepared from the one decode of decodeImage, by the encoded bytes they stand for
- * (weak: an entry lives no longer than its image buffer). preprocess uses one instead of decoding the
- * bytes again; the curator forgets them once the model stages are done with a batch.
+ * Decodes encoded bytes straight to what `p` resizes them to (sharp's shrink-on-load included): the
+ * pixels the bundle's models were built with. `size` skips reading the header again; `strict` makes a
+ * damaged image an error instead of decoding what can be read (decodeImage's check).
  */
-const prepared = new WeakMap<Buffer, Map<string, Resized>>();
-
-export function rememberResized(bytes: Buffer, p: ImagePreprocess, r: Resized): void {
-  let m = prepared.get(bytes);
-  if (!m) prepared.set(bytes, (m = new Map()));
-  m.set(preprocessKey(p), r);
-}
-
-export function forgetResized(bytes: Buffer): void {
-  prepared.delete(bytes);
-}
-
-/**
- * Resizes decoded sRGB pixels (`raw`, 3 channels, a copy of the oriented image at any scale) to what
- * `p` needs for a `width` x `height` source: the same plan and kernel as from the encoded bytes.
- */
-export async function resizeRaw(raw: Buffer, rawWidth: number, rawHeight: number, width: number, height: number, p: ImagePreprocess): Promise<Resized> {
-  const pl = plan(width, height, p);
-  const data = await sharp(raw, { raw: { width: rawWidth, height: rawHeight, channels: 3 } })
-    .resize(pl.rw, pl.rh, { fit: 'fill', kernel: pl.kernel })
-    .raw()
-    .toBuffer();
-  return { data, width, height };
-}
-
-async function resizeBytes(bytes: Buffer, p: ImagePreprocess): Promise<Resized> {
-  return prepared.get(bytes)?.get(preprocessKey(p)) ?? resizeEncoded(bytes, p);
-}
-
-/**
- * Decodes encoded bytes straight to what `p` resizes them to (sharp's shrink-on-load included), the
- * pixels the bundle's models were built with. `size` skips reading the header again; `strict` makes
- * a damaged image an error instead of decoding what can be read (decodeImage's check).
- */
-export async function resizeEncoded(
+export async function prepareImage(
   bytes: Buffer,
   p: ImagePreprocess,
   opts: { size?: { width: number; height: number }; strict?: { limitInputPixels: number } } = {},
-): Promise<Resized> {
+): Promise<PreparedImage> {
   let w = opts.size?.width;
   let h = opts.size?.height;
   if (!w || !h) {
@@ -185,15 +140,16 @@ export async function resizeEncoded(
     .raw({ depth: 'uchar' })
     .toBuffer({ resolveWithObject: true });
   if (ri.width !== pl.rw || ri.height !== pl.rh || ri.channels !== 3) throw new Error(`preprocess: resized to ${ri.width}x${ri.height}x${ri.channels}, expected ${pl.rw}x${pl.rh}x3`);
-  return { data, width: w, height: h };
+  return { key: preprocessKey(p), data, width: w, height: h };
 }
 
 /**
  * Writes one preprocessed image into `out` at `offset` (CHW) and returns its meta.
  */
-async function preprocessInto(bytes: Buffer, p: ImagePreprocess, out: Float32Array, offset: number): Promise<PreprocessMeta> {
+function preprocessInto(img: PreparedImage, p: ImagePreprocess, out: Float32Array, offset: number): PreprocessMeta {
   const [H, W] = p.size;
-  const { data, width: w, height: h } = await resizeBytes(bytes, p);
+  if (img.key !== preprocessKey(p)) throw new Error(`preprocess: image was prepared for ${img.key}, the model needs ${preprocessKey(p)}`);
+  const { data, width: w, height: h } = img;
   const pl = plan(w, h, p);
   if (data.length !== pl.rw * pl.rh * 3) throw new Error(`preprocess: resized image has ${data.length} bytes, expected ${pl.rw}x${pl.rh}x3`);
   const C = 3;
@@ -223,20 +179,23 @@ async function preprocessInto(bytes: Buffer, p: ImagePreprocess, out: Float32Arr
   return { width: w, height: h, scale: pl.r ?? pl.rw / w, scaleY: pl.r ?? pl.rh / h, padX: pl.ox, padY: pl.oy };
 }
 
+/** Prepares encoded images for one preprocessing (tools and tests that start from bytes). */
+export const prepareImages = (images: Buffer[], p: ImagePreprocess): Promise<PreparedImage[]> => Promise.all(images.map((b) => prepareImage(b, p)));
+
 /** Preprocesses one encoded image into a CHW float32 tensor (3 * H * W). */
 export async function preprocessImage(bytes: Buffer, p: ImagePreprocess): Promise<Preprocessed> {
   checkPreprocess(p);
   const tensor = new Float32Array(3 * p.size[0] * p.size[1]);
-  const meta = await preprocessInto(bytes, p, tensor, 0);
+  const meta = preprocessInto(await prepareImage(bytes, p), p, tensor, 0);
   return { tensor, meta };
 }
 
-/** Preprocesses N images into one float32 tensor [N, 3, H, W]. */
-export async function preprocessBatch(images: Buffer[], p: ImagePreprocess): Promise<{ tensor: Float32Array; metas: PreprocessMeta[]; dims: [number, number, number, number] }> {
+/** Preprocesses N prepared images into one float32 tensor [N, 3, H, W]. */
+export function preprocessBatch(images: PreparedImage[], p: ImagePreprocess): { tensor: Float32Array; metas: PreprocessMeta[]; dims: [number, number, number, number] } {
   checkPreprocess(p);
   const [H, W] = p.size;
   const per = 3 * H * W;
   const tensor = new Float32Array(images.length * per);
-  const metas = await Promise.all(images.map((b, i) => preprocessInto(b, p, tensor, i * per)));
+  const metas = images.map((img, i) => preprocessInto(img, p, tensor, i * per));
   return { tensor, metas, dims: [images.length, 3, H, W] };
 }

@@ -41,18 +41,31 @@ export interface Detection {
   box: Box;
 }
 
+/**
+ * One image made ready for one preprocessing (models/preprocess `prepareImage`): decoded, EXIF-oriented,
+ * sRGB, resized as the plan of `ImagePreprocess` says, before the crop or padding, scaling and mean/std
+ * that the encoder applies itself. decodeImage prepares these once per image, on the sample.
+ */
+export interface PreparedImage {
+  /** which preprocessing it was made for (`preprocessKey`: resize mode and size) */
+  key: string;
+  /** uint8 RGB pixels of the resized image, row-major */
+  data: Buffer;
+  /** the oriented source image's size, in pixels */
+  width: number;
+  height: number;
+}
+
 export interface VisionEncoder {
   readonly grid: PatchGrid;
-  /** how images are resized for it, when it preprocesses with models/preprocess (decodeImage prepares that once) */
-  readonly preprocess?: ImagePreprocess;
+  /** how images are prepared for it (decodeImage does that once per image) */
+  readonly preprocess: ImagePreprocess;
   /**
-   * Encodes a batch of images (encoded bytes). `keep`, when given for an image, is a 0/1 mask over
-   * the grid: a model with a `mask` input attends to the kept patches only, others see the dropped patches
-   * blanked in the pixels (models/bundle.ts); the dropped patches get saliency 0.
+   * Encodes a batch of prepared images. `keep`, when given for an image, is a 0/1 mask over the grid: a
+   * model with a `mask` input attends to the kept patches only, others see the dropped patches blanked in
+   * the pixels (models/bundle.ts); the dropped patches get saliency 0.
    */
-  encode(images: Buffer[], keep?: (Uint8Array | null)[]): Promise<ImageEncoding[]>;
-  /** drops what the encoder keeps of these images between calls (the curator is done with them) */
-  forget?(images: Buffer[]): void;
+  encode(images: PreparedImage[], keep?: (Uint8Array | null)[]): Promise<ImageEncoding[]>;
 }
 
 export interface TextEncoder {
@@ -61,8 +74,10 @@ export interface TextEncoder {
 }
 
 export interface ObjectDetector {
-  readonly preprocess?: ImagePreprocess;
-  detect(images: Buffer[]): Promise<Detection[][]>;
+  /** how images are prepared for it */
+  readonly preprocess: ImagePreprocess;
+  /** detections per prepared image, boxes in the pixels of the oriented source image */
+  detect(images: PreparedImage[]): Promise<Detection[][]>;
 }
 
 export interface ModelBundle {

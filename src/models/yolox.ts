@@ -18,9 +18,9 @@
  */
 import { readFile } from 'node:fs/promises';
 import * as ort from 'onnxruntime-node';
-import { preprocessImage } from './preprocess';
+import { preprocessBatch } from './preprocess';
 import { checkIo, checkShape, declaredShape, type ModelSession, openSession } from './session';
-import type { Box, Detection, ImagePreprocess, ObjectDetector } from './types';
+import type { Box, Detection, ImagePreprocess, ObjectDetector, PreparedImage } from './types';
 
 export const YOLOX_STRIDES = [8, 16, 32] as const;
 
@@ -149,7 +149,6 @@ export class YoloxDetector implements ObjectDetector {
     private readonly outputName: string,
   ) {}
 
-  /** The preprocessing YOLOX expects for an input of `size` [H, W]. */
   /** the preprocessing of this detector's input size */
   get preprocess(): ImagePreprocess {
     return YoloxDetector.preprocess(this.inputSize);
@@ -184,26 +183,19 @@ export class YoloxDetector implements ObjectDetector {
     }
   }
 
-  /** Detections for each image, best first, boxes in the pixels of the oriented image. */
-  async detect(images: Buffer[]): Promise<Detection[][]> {
+  /** Detections for each prepared image, best first, boxes in the pixels of the oriented image. */
+  async detect(images: PreparedImage[]): Promise<Detection[][]> {
     const p = YoloxDetector.preprocess(this.inputSize);
     const [H, W] = this.inputSize;
     const results: Detection[][] = [];
-    // The export has a static batch of 1: one run per image, preprocessing the next one meanwhile.
-    const start = (b: Buffer) => {
-      const pr = preprocessImage(b, p);
-      pr.catch(() => undefined); // awaited below; this only keeps an early failure from being unhandled
-      return pr;
-    };
-    let next = images.length ? start(images[0]) : null;
-    for (let i = 0; i < images.length; i++) {
-      const { tensor, meta } = await next!;
-      next = i + 1 < images.length ? start(images[i + 1]) : null;
+    // the export has a static batch of 1: one run per image
+    for (const img of images) {
+      const { tensor, metas } = preprocessBatch([img], p);
       const out = await this.session.run({ [this.inputName]: new ort.Tensor('float32', tensor, [1, 3, H, W]) });
       const raw = out[this.outputName].data as Float32Array;
       const cands = decodeYolox(raw, this.inputSize, this.labels.length, this.opts);
       const kept = nmsByClass(cands, this.opts.nmsIou, this.opts.maxDetections ?? 100);
-      results.push(kept.map((d) => ({ label: this.labels[d.classId], score: d.score, box: toSourceBox(d, meta) })));
+      results.push(kept.map((d) => ({ label: this.labels[d.classId], score: d.score, box: toSourceBox(d, metas[0]) })));
     }
     return results;
   }

@@ -56,9 +56,10 @@
  * batches$.pipe(tag(...), balance({ tau: 20_000, window: 400_000_000, vocabulary: bundle.tags, state }))
  */
 import type { OperatorFunction } from 'rxjs';
-import { type Batch, filter, partitionKey, type Sample } from './sample';
+import { z } from 'zod';
+import { type Batch, filterOut, partitionKey, type Sample } from './sample';
 import { stage } from './stage';
-import type { StateRegistry } from './state';
+import { partitionState, type StateRegistry } from './state';
 
 export interface BalanceOptions {
   /** per-concept passes per window (MetaCLIP's t), default 1000 */
@@ -253,13 +254,14 @@ interface PartitionState {
   counter: Counter;
 }
 
-interface Snapshot {
-  v: 1;
-  t: number;
-  base: number;
-  exact?: { keys: string[]; values: string };
-  sketch?: { width: number; depth: number; cells: string };
-}
+const BalanceSnapshot = z.object({
+  v: z.literal(1),
+  t: z.number(),
+  base: z.number(),
+  exact: z.object({ keys: z.array(z.string()), values: z.string() }).optional(),
+  sketch: z.object({ width: z.number().int(), depth: z.number().int(), cells: z.string() }).optional(),
+});
+type Snapshot = z.infer<typeof BalanceSnapshot>;
 
 export function balance(options: BalanceOptions = {}): OperatorFunction<Batch, Batch> {
   const tau = options.tau ?? 1000;
@@ -276,24 +278,16 @@ export function balance(options: BalanceOptions = {}): OperatorFunction<Batch, B
   }
   const newCounter = (): Counter => (sk ? new SketchCounter(sk.width, sk.depth, seed) : new ExactCounter(maxConcepts));
 
-  const parts = new Map<string, PartitionState>();
-  const forPartition = (key: string): PartitionState => {
-    let p = parts.get(key);
-    if (!p) parts.set(key, (p = { t: 0, base: 0, counter: newCounter() }));
-    return p;
-  };
-
-  options.state?.register('balance', {
-    snapshot: (key): Snapshot => {
-      const p = forPartition(key);
+  const forPartition = partitionState(options.state, 'balance', {
+    empty: (): PartitionState => ({ t: 0, base: 0, counter: newCounter() }),
+    schema: BalanceSnapshot,
+    toJson: (p): Snapshot => {
       const snap: Snapshot = { v: 1, t: p.t, base: p.base };
       if (p.counter instanceof SketchCounter) snap.sketch = p.counter.snapshot() as Snapshot['sketch'];
       else snap.exact = p.counter.snapshot() as Snapshot['exact'];
       return snap;
     },
-    restore: (key, state) => {
-      const s = state as Snapshot | undefined;
-      if (!s) return void parts.set(key, { t: 0, base: 0, counter: newCounter() });
+    fromJson: (s): PartitionState => {
       let counter: Counter;
       if (sk) {
         if (!s.sketch || s.sketch.width !== sk.width || s.sketch.depth !== sk.depth) {
@@ -304,9 +298,8 @@ export function balance(options: BalanceOptions = {}): OperatorFunction<Batch, B
         if (!s.exact) throw new Error('balance: snapshot holds a sketch but exact counters are configured');
         counter = ExactCounter.restore(maxConcepts, s.exact);
       }
-      parts.set(key, { t: s.t, base: s.base, counter });
+      return { t: s.t, base: s.base, counter };
     },
-    drop: (key) => void parts.delete(key),
   });
 
   return stage('balance', (batch) => {
@@ -321,7 +314,7 @@ export function balance(options: BalanceOptions = {}): OperatorFunction<Batch, B
       const g = Math.exp((p.t - p.base) / T);
       const concepts = [...new Set(conceptsOf(s))].filter((e) => p.counter.add(e, g));
       if (concepts.length === 0) {
-        if (!keepWithout) filter(s, 'balanced_out');
+        if (!keepWithout) filterOut(s, 'balanced_out');
         options.onDecision?.(s, { concepts, passed: [], kept: keepWithout });
         continue;
       }
@@ -334,7 +327,7 @@ export function balance(options: BalanceOptions = {}): OperatorFunction<Batch, B
         if (balanceDraw(id, seed, e) < prob) passed.push(e);
       }
       const kept = passed.length > 0;
-      if (!kept) filter(s, 'balanced_out');
+      if (!kept) filterOut(s, 'balanced_out');
       options.onDecision?.(s, { concepts, passed, kept });
     }
     return batch;

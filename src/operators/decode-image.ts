@@ -2,15 +2,15 @@
  * decodeImage: decodes each image once with sharp, enforces the image limits (docs/FORMATS.md, Limits) and
  * records what every later stage reuses, so no later stage decodes the image again:
  * format, size, a content hash, the dHash and the 16x16 colour thumbnail (near duplicates), the
- * bytes to store, and the resized inputs of the bundle's models (`prepare`, models/preprocess).
+ * bytes to store, and `inputs`: each model's input prepared by that model's own preprocessing of the
+ * stored bytes (`prepare`, models/preprocess `prepareImage`), so the encoders and the detector see exactly
+ * what a direct call on the stored image would give them.
  *
- * The one decode goes straight to the largest model input that shows the whole image (squash or
- * letterbox; never a shortest-crop input) with the same resizeEncoded the models' preprocessing uses on
- * encoded bytes (so scores do not change); sharp may shrink a JPEG on load, but fastShrinkOnLoad is off,
- * so the resize kernel does at least the last factor of two. Without models, to a small working size. The
- * thumbnail, the dHash and any other model input are resized from those pixels. Images re-encoded for
- * storage (PNG, GIF, TIFF, HEIF, or --image-format) are decoded at full size first, and the model input
- * then comes from the stored bytes, so the models score what the shard holds.
+ * Each distinct model input is one decode straight to its resized size (sharp may shrink a JPEG on load,
+ * but fastShrinkOnLoad is off, so the resize kernel does at least the last factor of two). The thumbnail
+ * and the dHash come from the largest of them; without models, from one decode to a small working size.
+ * Images re-encoded for storage (PNG, GIF, TIFF, HEIF, or --image-format) are decoded at full size first,
+ * and the model inputs then come from the stored bytes, so the models score what the shard holds.
  * The content hash is sha256 of the decoded pixels for re-encoded images, else of the encoded bytes:
  * byte-identical copies are exact duplicates either way; a JPEG re-saved with other metadata is caught
  * by near-duplicate search (same dHash and thumbnail).
@@ -21,10 +21,10 @@
 import { createHash } from 'node:crypto';
 import type { OperatorFunction } from 'rxjs';
 import sharp from 'sharp';
-import { rememberResized, resizedSize, resizeEncoded, resizeRaw, showsWholeImage } from '../models/preprocess';
+import { prepareImage, preprocessKey, resizedSize } from '../models/preprocess';
 import type { ImagePreprocess } from '../models/types';
 import { THUMB_SIDE } from './dedup-near';
-import { type Batch, forEachKept, kill, type Sample } from './sample';
+import { type Batch, forEachKept, deadLetter, type ModelInputs, type ModelNeeds, type Sample } from './sample';
 import { stage } from './stage';
 
 export interface DecodeImageOptions {
@@ -37,7 +37,7 @@ export interface DecodeImageOptions {
   quality: number;
   concurrency?: number;
   /** the model inputs to prepare for a batch (the bundle's preprocessing); none by default */
-  prepare?: (batch: Batch) => ImagePreprocess[];
+  prepare?: (batch: Batch) => ModelNeeds | null;
 }
 
 /** without models, the working decode keeps this many times the thumbnail's pixels per side */
@@ -62,41 +62,41 @@ export function sniffFormat(bytes: Buffer): string | null {
 
 export function decodeImage(options: DecodeImageOptions): OperatorFunction<Batch, Batch> {
   return stage('decode_image', (batch) => {
-    const needs = options.prepare?.(batch) ?? [];
+    const needs = options.prepare?.(batch) ?? null;
     return forEachKept(batch, options.concurrency ?? 4, 'decode_error', (s) => decodeOne(s, options, needs));
   });
 }
 
-async function decodeOne(s: Sample, o: DecodeImageOptions, needs: ImagePreprocess[]): Promise<void> {
+async function decodeOne(s: Sample, o: DecodeImageOptions, needs: ModelNeeds | null): Promise<void> {
   const bytes = s.event?.image;
-  if (!bytes || bytes.length === 0) return kill(s, 'missing_image', 'no image bytes to decode');
+  if (!bytes || bytes.length === 0) return deadLetter(s, 'missing_image', 'no image bytes to decode');
   if (bytes.length > o.maxImageBytes) {
-    return kill(s, 'image_too_large', `image is ${bytes.length} bytes, limit ${o.maxImageBytes}`);
+    return deadLetter(s, 'image_too_large', `image is ${bytes.length} bytes, limit ${o.maxImageBytes}`);
   }
   const sniffed = sniffFormat(bytes);
-  if (sniffed && !ACCEPTED.has(sniffed)) return kill(s, 'unsupported_format', `${sniffed} images are not accepted`);
+  if (sniffed && !ACCEPTED.has(sniffed)) return deadLetter(s, 'unsupported_format', `${sniffed} images are not accepted`);
   const input = { limitInputPixels: o.maxPixels, failOn: 'error' as const };
   let meta: sharp.Metadata;
   try {
     meta = await sharp(bytes, input).metadata();
   } catch (e) {
     const msg = (e as Error).message;
-    if (/pixel limit/i.test(msg)) return kill(s, 'image_too_large', `image dimensions exceed the limit of ${o.maxPixels} pixels`);
-    return kill(s, 'decode_error', `cannot read image header: ${msg}`);
+    if (/pixel limit/i.test(msg)) return deadLetter(s, 'image_too_large', `image dimensions exceed the limit of ${o.maxPixels} pixels`);
+    return deadLetter(s, 'decode_error', `cannot read image header: ${msg}`);
   }
   if (!meta.format || !ACCEPTED.has(meta.format)) {
-    return kill(s, 'unsupported_format', `${meta.format ?? 'unknown'} images are not accepted`);
+    return deadLetter(s, 'unsupported_format', `${meta.format ?? 'unknown'} images are not accepted`);
   }
   const width = meta.autoOrient?.width ?? meta.width ?? 0;
   const height = meta.autoOrient?.height ?? meta.height ?? 0;
   if (width * height > o.maxPixels) {
-    return kill(s, 'image_too_large', `${width}x${height} pixels exceeds the limit of ${o.maxPixels}`);
+    return deadLetter(s, 'image_too_large', `${width}x${height} pixels exceeds the limit of ${o.maxPixels}`);
   }
   if (Math.min(width, height) < o.minSide) {
-    return kill(s, 'image_too_small', `${width}x${height} is below the smallest side of ${o.minSide}`);
+    return deadLetter(s, 'image_too_small', `${width}x${height} is below the smallest side of ${o.minSide}`);
   }
   if (Math.max(width, height) / Math.min(width, height) > o.maxAspect) {
-    return kill(s, 'bad_aspect_ratio', `${width}x${height} is more extreme than ${o.maxAspect}:1`);
+    return deadLetter(s, 'bad_aspect_ratio', `${width}x${height} is more extreme than ${o.maxAspect}:1`);
   }
   const keepBytes = o.imageFormat === 'keep' && (meta.format === 'jpeg' || meta.format === 'webp');
   const strict = { limitInputPixels: o.maxPixels };
@@ -112,18 +112,24 @@ async function decodeOne(s: Sample, o: DecodeImageOptions, needs: ImagePreproces
       contentHash = createHash('sha256').update(`${width}x${height}:`).update(pixels).digest('hex');
       stored = await encodeStored(pixels, width, height, o);
     } catch (e) {
-      return kill(s, 'decode_error', `cannot decode image: ${(e as Error).message}`);
+      return deadLetter(s, 'decode_error', `cannot decode image: ${(e as Error).message}`);
     }
   }
-  // the one decode of what is stored: straight to the largest model input that shows the whole image
-  // (the very pixels the models were built with), or to a small working size without models
-  const primary = primaryInput(width, height, needs);
+  // each model input is that model's own preprocessing of the stored bytes (models/preprocess), one
+  // decode per distinct need; the thumbnail and the dHash come from the largest of them (before any crop
+  // or padding it shows the whole image), or from a small working size without models
+  let inputs: ModelInputs | null = null;
   let view: { data: Buffer; width: number; height: number };
   try {
-    if (primary) {
-      const r = await resizeEncoded(stored.bytes, primary, { size: { width, height }, strict });
-      rememberResized(stored.bytes, primary, r);
-      view = { data: r.data, ...resizedSize(width, height, primary) };
+    if (needs) {
+      const prep = (p: ImagePreprocess) => prepareImage(stored.bytes, p, { size: { width, height }, strict });
+      const shared = needs.detector !== null && preprocessKey(needs.detector) === preprocessKey(needs.vision);
+      const [vision, detector] = await Promise.all([prep(needs.vision), needs.detector && !shared ? prep(needs.detector) : null]);
+      inputs = { vision, detector: shared ? vision : detector };
+      const sizes = [{ img: vision, ...resizedSize(width, height, needs.vision) }];
+      if (detector && needs.detector) sizes.push({ img: detector, ...resizedSize(width, height, needs.detector) });
+      const big = sizes.reduce((a, b) => (b.width * b.height > a.width * a.height ? b : a));
+      view = { data: big.img.data, width: big.width, height: big.height };
     } else {
       const w = workingSize(width, height);
       const { data, info } = await sharp(stored.bytes, input)
@@ -138,15 +144,12 @@ async function decodeOne(s: Sample, o: DecodeImageOptions, needs: ImagePreproces
       view = { data, width: info.width, height: info.height };
     }
   } catch (e) {
-    return kill(s, 'decode_error', `cannot decode image: ${(e as Error).message}`);
+    return deadLetter(s, 'decode_error', `cannot decode image: ${(e as Error).message}`);
   }
-  // every other form comes from those pixels (the thumbnail in JS: a sharp call on a few kilobytes of
-  // pixels costs about 1.4 ms of fixed overhead, the box average 0.05 ms)
-  await Promise.all(
-    needs.filter((p) => p !== primary).map(async (p) => rememberResized(stored.bytes, p, await resizeRaw(view.data, view.width, view.height, width, height, p))),
-  );
+  // the thumbnail in JS: a sharp call on a few kilobytes of pixels costs about 1.4 ms of fixed overhead,
+  // the box average 0.05 ms
   const thumb = boxResize(view.data, view.width, view.height, THUMB_SIDE, THUMB_SIDE);
-  s.image = { format: meta.format, width, height, contentHash, dhash: dhash(view.data, view.width, view.height), thumb, ...stored };
+  s.image = { format: meta.format, width, height, contentHash, dhash: dhash(view.data, view.width, view.height), thumb, ...stored, inputs };
 }
 
 /**
@@ -202,21 +205,6 @@ export function boxResize(rgb: Uint8Array, width: number, height: number, w: num
     }
   }
   return out;
-}
-
-/** The need to decode straight to: the largest one that shows the whole image (null: none does). */
-function primaryInput(width: number, height: number, needs: ImagePreprocess[]): ImagePreprocess | null {
-  let best: ImagePreprocess | null = null;
-  let area = 0;
-  for (const p of needs) {
-    if (!showsWholeImage(p)) continue;
-    const r = resizedSize(width, height, p);
-    if (r.width * r.height > area) {
-      best = p;
-      area = r.width * r.height;
-    }
-  }
-  return best;
 }
 
 /** Without a model input to decode to: OVERSAMPLE x the thumbnail on the short side, never larger than the image. */

@@ -8,9 +8,10 @@
  * batches$.pipe(decodeImage(...), dedupExact({ memory: 100_000, state }))
  */
 import type { OperatorFunction } from 'rxjs';
-import { type Batch, filter, partitionKey } from './sample';
+import { z } from 'zod';
+import { type Batch, filterOut, partitionKey } from './sample';
 import { stage } from './stage';
-import type { StateRegistry } from './state';
+import { partitionState, type StateRegistry } from './state';
 
 export interface DedupExactOptions {
   /** most hashes remembered per partition */
@@ -43,27 +44,22 @@ class BoundedSet {
   }
 }
 
+/** The snapshot of one partition: the remembered hash prefixes, least recently seen first. */
+const Snapshot = z.object({ hashes: z.array(z.string()) });
+
 export function dedupExact(options: DedupExactOptions): OperatorFunction<Batch, Batch> {
-  const memory = new Map<string, BoundedSet>();
-  const forPartition = (key: string): BoundedSet => {
-    let set = memory.get(key);
-    if (!set) memory.set(key, (set = new BoundedSet(options.memory)));
-    return set;
-  };
-  options.state?.register('dedup_exact', {
-    snapshot: (key) => ({ hashes: memory.get(key)?.toArray() ?? [] }),
-    restore: (key, state) => {
-      const hashes = (state as { hashes?: string[] } | undefined)?.hashes ?? [];
-      memory.set(key, new BoundedSet(options.memory, hashes));
-    },
-    drop: (key) => void memory.delete(key),
+  const forPartition = partitionState(options.state, 'dedup_exact', {
+    empty: () => new BoundedSet(options.memory),
+    schema: Snapshot,
+    fromJson: (json) => new BoundedSet(options.memory, json.hashes),
+    toJson: (set) => ({ hashes: set.toArray() }),
   });
   return stage('dedup_exact', (batch) => {
     const seen = forPartition(partitionKey(batch.topic, batch.partition));
     for (const s of batch.samples) {
       if (s.outcome.kind !== 'keep' || !s.image) continue;
       const h = s.image.contentHash.slice(0, 16);
-      if (seen.seen(h)) filter(s, 'duplicate_exact');
+      if (seen.seen(h)) filterOut(s, 'duplicate_exact');
       else seen.add(h);
     }
     return batch;

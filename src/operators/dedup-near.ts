@@ -48,9 +48,10 @@
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import type { OperatorFunction } from 'rxjs';
 import sharp from 'sharp';
-import { type Batch, filter, partitionKey, type Sample } from './sample';
+import { z } from 'zod';
+import { type Batch, filterOut, partitionKey, type Sample } from './sample';
 import { stage } from './stage';
-import type { StateRegistry } from './state';
+import { partitionState, type StateRegistry } from './state';
 
 /** Supplies a THUMB_SIDE x THUMB_SIDE RGB thumbnail (row-major, 3 bytes a pixel) or null. */
 export type ThumbnailSource = (s: Sample) => Promise<Uint8Array | null> | Uint8Array | null;
@@ -587,16 +588,11 @@ export function dedupNear(options: DedupNearOptions = {}): OperatorFunction<Batc
     }
   }
 
-  const memory = new Map<string, Memory>();
-  const forPartition = (key: string): Memory => {
-    let m = memory.get(key);
-    if (!m) memory.set(key, (m = new Memory()));
-    return m;
-  };
-  options.state?.register('dedup_near', {
-    snapshot: (key) => forPartition(key).snapshot(),
-    restore: (key, state) => void memory.set(key, state ? Memory.restore(state as NearSnapshot) : new Memory()),
-    drop: (key) => void memory.delete(key),
+  const forPartition = partitionState(options.state, 'dedup_near', {
+    empty: () => new Memory(),
+    schema: NearSnapshotSchema,
+    fromJson: (json) => Memory.restore(json),
+    toJson: (m) => m.snapshot(),
   });
 
   return stage('dedup_near', async (batch) => {
@@ -637,7 +633,7 @@ export function dedupNear(options: DedupNearOptions = {}): OperatorFunction<Batc
         }
       }
       if (match) {
-        filter(s, 'duplicate_near');
+        filterOut(s, 'duplicate_near');
         mem.touch(match);
         continue;
       }
@@ -655,24 +651,25 @@ export function dedupNear(options: DedupNearOptions = {}): OperatorFunction<Batc
 }
 
 /** The `dedup_near` state of one partition: binary columns in base64, one row per remembered entry. */
-export interface NearSnapshot {
-  v: 1;
-  next: number;
+const NearSnapshotSchema = z.object({
+  v: z.literal(1),
+  next: z.number(),
   /** Float64 insertion numbers, in eviction order (first = next to go) */
-  seq: string;
+  seq: z.string(),
   /** 16 hex characters per entry */
-  hash: string;
+  hash: z.string(),
   /** Uint32 width, height per entry */
-  dims: string;
+  dims: z.string(),
   /** Uint16 bands still indexed */
-  mask: string;
+  mask: z.string(),
   /** Uint8: 1 hash, 2 thumbnail, 4 embedding */
-  flags: string;
+  flags: z.string(),
   /** deflated concatenation of the 768-byte thumbnails of entries with flag 2 */
-  thumbs: string;
+  thumbs: z.string(),
   /** Uint32 dimension and Float32 scale per entry, int8 values of entries with flag 4 */
-  emb?: { dims: string; scale: string; q: string };
-}
+  emb: z.object({ dims: z.string(), scale: z.string(), q: z.string() }).optional(),
+});
+export type NearSnapshot = z.infer<typeof NearSnapshotSchema>;
 
 function b64(a: ArrayBufferView): string {
   return Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString('base64');

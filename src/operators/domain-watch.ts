@@ -25,9 +25,10 @@
  * batches$.pipe(tag({ bundle }), domainWatch({ domain: () => bundle.calibration?.domain, state, onChange: (out, msg) => log(msg) }))
  */
 import type { OperatorFunction } from 'rxjs';
+import { z } from 'zod';
 import { type Batch, isKept, partitionKey } from './sample';
 import { stage } from './stage';
-import type { StateRegistry } from './state';
+import { partitionState, type StateRegistry } from './state';
 
 export interface DomainCheck {
   floor: number;
@@ -50,13 +51,14 @@ export interface DomainWatchOptions {
 }
 
 /** The JSON state of one partition (what goes into commit records). */
-export interface DomainWatchState {
-  v: 1;
+export const DomainWatchSnapshot = z.object({
+  v: z.literal(1),
   /** the window, oldest first: '1' below the floor, '0' not */
-  w: string;
+  w: z.string().regex(/^[01]*$/, 'the window is a string of 0s and 1s'),
   /** whether the partition's stream counts as out of the domain */
-  out: boolean;
-}
+  out: z.boolean(),
+});
+export type DomainWatchState = z.infer<typeof DomainWatchSnapshot>;
 
 /** One partition's window of below-floor flags and its out state. */
 class DomainWindow {
@@ -66,11 +68,7 @@ class DomainWindow {
     for (const low of recent) if (low) this.below++;
   }
 
-  static restore(state: unknown): DomainWindow {
-    const s = state as Partial<DomainWatchState> | null;
-    if (!s || typeof s !== 'object' || s.v !== 1 || typeof s.w !== 'string' || !/^[01]*$/.test(s.w) || typeof s.out !== 'boolean') {
-      throw new Error(`domain: malformed state snapshot (expected {v: 1, w: "0101...", out: boolean}, got ${JSON.stringify(state)?.slice(0, 80)})`);
-    }
+  static restore(s: DomainWatchState): DomainWindow {
     const w = new DomainWindow([...s.w].map((c) => c === '1'));
     w.out = s.out;
     return w;
@@ -97,17 +95,11 @@ class DomainWindow {
 }
 
 export function domainWatch(o: DomainWatchOptions): OperatorFunction<Batch, Batch> {
-  const windows = new Map<string, DomainWindow>();
-  const forPartition = (key: string): DomainWindow => {
-    let w = windows.get(key);
-    if (!w) windows.set(key, (w = new DomainWindow()));
-    return w;
-  };
-  o.state?.register('domain', {
-    snapshot: (key) => windows.get(key)?.snapshot() ?? null,
-    // null/undefined: a fresh partition, or a commit record from before this state existed
-    restore: (key, state) => void windows.set(key, state == null ? new DomainWindow() : DomainWindow.restore(state)),
-    drop: (key) => void windows.delete(key),
+  const forPartition = partitionState(o.state, 'domain', {
+    empty: () => new DomainWindow(),
+    schema: DomainWatchSnapshot,
+    fromJson: (json) => DomainWindow.restore(json),
+    toJson: (w) => w.snapshot(),
   });
   return stage('domain', (batch) => {
     const check = o.domain(batch);

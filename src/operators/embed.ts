@@ -1,6 +1,7 @@
 /**
  * embed: the one model pass of the chain. Per model batch it calls the vision encoder once, the text
- * encoder once and, when the bundle has one, the object detector once, and stores on each sample what
+ * encoder once and, when the bundle has one, the object detector once, on the inputs decodeImage prepared
+ * (`s.image.inputs`), and stores on each sample what
  * every later stage reuses: `s.model` (image and text embeddings, per-patch saliency and its grid),
  * `s.detections`, and `s.scores.clip_score` (cosine of the two embeddings).
  *
@@ -20,8 +21,9 @@ import {
   cosine,
   resolveBundle,
   withImages,
+  withInputs,
 } from './model-calls';
-import { type Batch, kill, oneLine, type Sample } from './sample';
+import { type Batch, deadLetter, oneLine, type Sample } from './sample';
 import { stage } from './stage';
 
 export interface EmbedOptions {
@@ -37,18 +39,17 @@ export function embed(options: EmbedOptions): OperatorFunction<Batch, Batch> {
   const batchSize = options.batchSize ?? 32;
   return stage('embed', async (batch) => {
     const bundle = resolveBundle(options.bundle, batch);
-    for (const part of chunks(withImages(batch.samples), batchSize)) await embedChunk(bundle, part, options.detect ?? true);
+    for (const part of chunks(withImages(batch.samples), batchSize)) await embedChunk(bundle, await withInputs(part, bundle), options.detect ?? true);
     return batch;
   });
 }
 
-async function embedChunk(bundle: ModelBundle, part: ReturnType<typeof withImages>, detect: boolean): Promise<void> {
+async function embedChunk(bundle: ModelBundle, part: Awaited<ReturnType<typeof withInputs>>, detect: boolean): Promise<void> {
   const grid = { rows: bundle.vision.grid.rows, cols: bundle.vision.grid.cols };
   const patches = grid.rows * grid.cols;
-  const images = part.map((s) => s.image.bytes);
   const detector = detect ? bundle.detector : null;
   const [vision, text, boxes] = await Promise.all([
-    callBatched(images, (xs) => bundle.vision.encode(xs), (o: ImageEncoding) => {
+    callBatched(part.map((s) => s.image.inputs.vision), (xs) => bundle.vision.encode(xs), (o: ImageEncoding) => {
       assertFiniteVector(o?.embedding, 'image embedding');
       assertFiniteVector(o.saliency, 'saliency', patches);
     }),
@@ -57,17 +58,17 @@ async function embedChunk(bundle: ModelBundle, part: ReturnType<typeof withImage
       (xs) => bundle.text.encode(xs),
       (o: Float32Array) => assertFiniteVector(o, 'text embedding'),
     ),
-    detector ? callBatched(images, (xs) => detector.detect(xs), checkDetections) : Promise.resolve(null),
+    detector ? callBatched(part.map((s) => s.image.inputs.detector!), (xs) => detector.detect(xs), checkDetections) : Promise.resolve(null),
   ]);
   part.forEach((s: Sample, i) => {
     const v = vision[i];
     const t = text[i];
     const d = boxes ? boxes[i] : null;
-    if (v instanceof Error) return kill(s, 'model_error', `vision encoder: ${oneLine(v)}`);
-    if (t instanceof Error) return kill(s, 'model_error', `text encoder: ${oneLine(t)}`);
-    if (d instanceof Error) return kill(s, 'model_error', `detector: ${oneLine(d)}`);
+    if (v instanceof Error) return deadLetter(s, 'model_error', `vision encoder: ${oneLine(v)}`);
+    if (t instanceof Error) return deadLetter(s, 'model_error', `text encoder: ${oneLine(t)}`);
+    if (d instanceof Error) return deadLetter(s, 'model_error', `detector: ${oneLine(d)}`);
     if (v.embedding.length !== t.length) {
-      return kill(s, 'model_error', `image embedding has ${v.embedding.length} values, text embedding ${t.length}`);
+      return deadLetter(s, 'model_error', `image embedding has ${v.embedding.length} values, text embedding ${t.length}`);
     }
     s.model = {
       imageEmbedding: Float32Array.from(v.embedding),

@@ -7,7 +7,7 @@
  */
 import type { OperatorFunction } from 'rxjs';
 import type { DeadReason } from '../records';
-import { type Batch, forEachKept, kill } from './sample';
+import { type Batch, forEachKept, deadLetter } from './sample';
 import { stage } from './stage';
 
 export type ImageFetch = (
@@ -25,9 +25,9 @@ export function fetchImages(options: FetchImagesOptions): OperatorFunction<Batch
     forEachKept(batch, options.concurrency ?? 8, 'fetch_failed', async (s) => {
       const ev = s.event;
       if (!ev || ev.image !== null || !ev.image_url) return;
-      if (!options.fetch) return kill(s, 'missing_image', 'no image bytes and fetching is disabled');
+      if (!options.fetch) return deadLetter(s, 'missing_image', 'no image bytes and fetching is disabled');
       const got = await options.fetch(ev.image_url);
-      if (!got.ok) return kill(s, got.reason, got.message);
+      if (!got.ok) return deadLetter(s, got.reason, got.message);
       ev.image = got.bytes;
     }),
   );

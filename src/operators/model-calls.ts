@@ -2,8 +2,9 @@
  * What the model stages (embed, tag) share: where the bundle comes from, chunking kept samples into
  * model batches, and isolating the one bad input when a batched model call fails.
  */
-import type { ModelBundle } from '../models/types';
-import { type Batch, isKept, type Sample } from './sample';
+import { prepareImage, preprocessKey } from '../models/preprocess';
+import type { ImagePreprocess, ModelBundle, PreparedImage } from '../models/types';
+import { type Batch, isKept, deadLetter, type ModelInputs, type ModelNeeds, oneLine, type Sample } from './sample';
 
 /** A bundle, or a function giving the bundle a batch is processed with (hot reload between batches). */
 export type BundleSource = ModelBundle | ((batch: Batch) => ModelBundle);
@@ -13,6 +14,38 @@ export const resolveBundle = (b: BundleSource, batch: Batch): ModelBundle => (ty
 /** Kept samples that carry a decoded image, in batch order. */
 export const withImages = (samples: Sample[]): (Sample & { image: NonNullable<Sample['image']> })[] =>
   samples.filter((s): s is Sample & { image: NonNullable<Sample['image']> } => isKept(s) && s.image !== null);
+
+/** The inputs a bundle's models need prepared. */
+export const modelNeeds = (bundle: ModelBundle): ModelNeeds => ({ vision: bundle.vision.preprocess, detector: bundle.detector?.preprocess ?? null });
+
+type ImageSample = Sample & { image: NonNullable<Sample['image']> };
+
+/**
+ * Makes sure each sample's `image.inputs` are what `bundle`'s models need: the ones decodeImage prepared,
+ * or prepared again from the stored bytes when they are missing or were made for another preprocessing
+ * (a bundle swapped in between decodeImage and the model stages). A sample whose image cannot be
+ * prepared is dead-lettered (`decode_error`). Returns the samples that have their inputs.
+ */
+export async function withInputs<S extends ImageSample>(part: S[], bundle: ModelBundle): Promise<(S & { image: { inputs: ModelInputs } })[]> {
+  const needs = modelNeeds(bundle);
+  const fit = (have: PreparedImage | null | undefined, p: ImagePreprocess | null, bytes: Buffer): Promise<PreparedImage | null> | PreparedImage | null => {
+    if (p === null) return null;
+    return have && have.key === preprocessKey(p) ? have : prepareImage(bytes, p);
+  };
+  await Promise.all(
+    part.map(async (s) => {
+      const img = s.image;
+      try {
+        const vision = await fit(img.inputs?.vision, needs.vision, img.bytes);
+        const detector = await fit(img.inputs?.detector, needs.detector, img.bytes);
+        img.inputs = { vision: vision!, detector };
+      } catch (e) {
+        deadLetter(s, 'decode_error', `cannot prepare the image for the models: ${oneLine(asError(e))}`);
+      }
+    }),
+  );
+  return part.filter((s): s is S & { image: { inputs: ModelInputs } } => isKept(s) && s.image.inputs !== null);
+}
 
 export function chunks<T>(xs: T[], size: number): T[][] {
   const n = Math.max(1, Math.floor(size));

@@ -4,14 +4,14 @@
  * for each one exactly once (a row, a dead letter or a counted filter decision).
  */
 import type { Span } from '@opentelemetry/api';
-import type { Detection, PatchGrid } from '../models/types';
-import type { Coord, CrawlEvent, DeadReason, Tag } from '../records';
+import type { Detection, ImagePreprocess, PatchGrid, PreparedImage } from '../models/types';
+import type { Coord, CrawlEvent, DeadReason, FilterReason, Tag } from '../records';
 import { InterruptedError, TransientError } from '../util/retry';
 
 export type Outcome =
   | { kind: 'keep' }
   | { kind: 'dead'; reason: DeadReason; message: string }
-  | { kind: 'filtered'; reason: string };
+  | { kind: 'filtered'; reason: FilterReason };
 
 /** The decoded image, shared by every later stage (decode once). */
 export interface DecodedImage {
@@ -27,6 +27,20 @@ export interface DecodedImage {
   /** the bytes to store and their mime type */
   bytes: Buffer;
   mime: string;
+  /** the bundle's model inputs, prepared from the stored bytes (decodeImage); null once the model stages are done */
+  inputs: ModelInputs | null;
+}
+
+/** Each model's input for one image, made by that model's own preprocessing (models/preprocess `prepareImage`). */
+export interface ModelInputs {
+  vision: PreparedImage;
+  detector: PreparedImage | null;
+}
+
+/** What the chain's models need prepared: the bundle's image encoder's and detector's preprocessing. */
+export interface ModelNeeds {
+  vision: ImagePreprocess;
+  detector: ImagePreprocess | null;
 }
 
 /** An edge's verdict on a record it could not turn into an event, and what of it could be read. */
@@ -56,6 +70,8 @@ export interface Sample {
     grid: PatchGrid;
   } | null;
   detections: Detection[] | null;
+  /** the patches kept (choosePatches, once, after embed): tag encodes them, condense records them */
+  patches: { kept: number[]; grid: PatchGrid } | null;
   /** the bundle version that produced `model`, recorded on the row */
   modelVersion: string | null;
   tags: Tag[] | null;
@@ -93,6 +109,7 @@ export function newSample(coord: Coord, raw: Buffer | null, rejected: Sample['re
     caption: '',
     model: null,
     detections: null,
+    patches: null,
     modelVersion: null,
     tags: null,
     condensed: null,
@@ -107,11 +124,13 @@ export function newSample(coord: Coord, raw: Buffer | null, rejected: Sample['re
 
 export const isKept = (s: Sample): boolean => s.outcome.kind === 'keep';
 
-export function kill(s: Sample, reason: DeadReason, message: string): void {
+/** The sample becomes a dead letter (records.ts DEAD_REASONS) with a one-line message. */
+export function deadLetter(s: Sample, reason: DeadReason, message: string): void {
   s.outcome = { kind: 'dead', reason, message };
 }
 
-export function filter(s: Sample, reason: string): void {
+/** The sample is left out on purpose (records.ts FILTER_REASONS), counted in the commit record. */
+export function filterOut(s: Sample, reason: FilterReason): void {
   s.outcome = { kind: 'filtered', reason };
 }
 
@@ -140,7 +159,7 @@ export async function forEachKept(
         await fn(s);
       } catch (e) {
         if (e instanceof TransientError || e instanceof InterruptedError) throw e;
-        kill(s, reason, oneLine(e));
+        deadLetter(s, reason, oneLine(e));
       }
       if (performance.now() - turn > 20) {
         await new Promise<void>((r) => setImmediate(r));
@@ -175,5 +194,6 @@ export function releaseForSink(s: Sample): void {
   s.model = null;
   s.tags = null;
   s.condensed = null;
+  s.patches = null;
   if (s.outcome.kind === 'filtered') s.raw = null;
 }

@@ -47,9 +47,10 @@
  */
 import { fmix32 } from '../util/hash';
 import type { OperatorFunction } from 'rxjs';
-import { type Batch, filter, partitionKey, type Sample } from './sample';
+import { z } from 'zod';
+import { type Batch, filterOut, partitionKey, type Sample } from './sample';
 import { stage } from './stage';
-import type { StateRegistry } from './state';
+import { partitionState, type StateRegistry } from './state';
 
 export type SoftCapMode = 'faithful' | 'systematic';
 
@@ -384,25 +385,26 @@ export class ScoreHistogram {
 // the sampler (one per partition)
 
 /** The JSON state of one partition's sampler (what goes into commit records). */
-export interface SoftCapState {
-  v: 1;
+export const SoftCapSnapshot = z.object({
+  v: z.literal(1),
   /** histogram layout: bins, min, max, unit; a mismatch on restore starts the histogram empty */
-  hl: string;
-  h: { o: number; c: string };
+  hl: z.string(),
+  h: z.object({ o: z.number(), c: z.string() }),
   /** scored items seen */
-  n: number;
+  n: z.number(),
   /** λ from the histogram at the last solve, and d ln(rate)/dλ there */
-  lam: number;
-  sens: number;
+  lam: z.number(),
+  sens: z.number(),
   /** leaky mean of copies/rate − 1 */
-  err: number;
+  err: z.number(),
   /** systematic rounding accumulator in [0, 1) */
-  acc: number;
+  acc: z.number(),
   /** copies given, samples given none, samples cut by maxCopies */
-  copies: number;
-  zero: number;
-  capped: number;
-}
+  copies: z.number(),
+  zero: z.number(),
+  capped: z.number(),
+});
+export type SoftCapState = z.infer<typeof SoftCapSnapshot>;
 
 export class SoftCapSampler {
   private readonly hist: ScoreHistogram;
@@ -431,7 +433,6 @@ export class SoftCapSampler {
   }
 
   private restore(s: SoftCapState): void {
-    if (!s || s.v !== 1) throw new Error(`soft_cap: unknown state version ${String((s as { v?: unknown })?.v)}`);
     if (s.hl === this.layout) this.hist.decode(s.h);
     this.n = s.n;
     this.lam = s.lam;
@@ -538,18 +539,11 @@ export const drawId = (s: Sample): string => s.event?.id ?? `${s.coord.topic}/${
 export function softCap(options: SoftCapOptions): OperatorFunction<Batch, Batch> {
   const config = softCapConfig(options);
   const scoreOf = options.scoreOf ?? defaultScoreOf;
-  const samplers = new Map<string, SoftCapSampler>();
-  const forPartition = (key: string): SoftCapSampler => {
-    let s = samplers.get(key);
-    if (!s) samplers.set(key, (s = new SoftCapSampler(config, null, key)));
-    return s;
-  };
-  options.state?.register('soft_cap', {
-    snapshot: (key) => samplers.get(key)?.snapshot() ?? null,
-    restore: (key, state) => {
-      samplers.set(key, new SoftCapSampler(config, (state as SoftCapState | null | undefined) ?? null, key));
-    },
-    drop: (key) => void samplers.delete(key),
+  const forPartition = partitionState(options.state, 'soft_cap', {
+    empty: (key) => new SoftCapSampler(config, null, key),
+    schema: SoftCapSnapshot,
+    fromJson: (json, key) => new SoftCapSampler(config, json, key),
+    toJson: (sampler) => sampler.snapshot(),
   });
   return stage('soft_cap', (batch) => {
     const sampler = forPartition(partitionKey(batch.topic, batch.partition));
@@ -557,11 +551,11 @@ export function softCap(options: SoftCapOptions): OperatorFunction<Batch, Batch>
       if (s.outcome.kind !== 'keep') continue;
       const score = scoreOf(s);
       if (typeof score !== 'number' || !Number.isFinite(score)) {
-        filter(s, 'no_score');
+        filterOut(s, 'no_score');
         continue;
       }
       const k = sampler.next(score, drawId(s));
-      if (k === 0) filter(s, 'zero_copies');
+      if (k === 0) filterOut(s, 'zero_copies');
       else s.copies = k;
     }
     return batch;

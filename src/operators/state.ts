@@ -3,6 +3,7 @@
  * operator's state for a partition into that partition's commit record, and a restart, a partition
  * assignment or a replay restores it before the first batch (docs/ARCHITECTURE.md, Ordering and concurrency).
  */
+import type { z } from 'zod';
 
 export interface StatefulOperator {
   /** a JSON-able copy of the operator's state for one partition */
@@ -34,4 +35,47 @@ export class StateRegistry {
   drop(partition: string): void {
     for (const op of this.operators.values()) op.drop(partition);
   }
+}
+
+/** How one stateful operator keeps its state per partition (`partitionState`). */
+export interface PartitionStateSpec<S, J> {
+  /** the state a partition starts with: a fresh partition, or a commit record written before this state existed */
+  empty: (key: string) => S;
+  /** the snapshot's JSON shape: a restore that does not match it fails with one line naming the operator */
+  schema: z.ZodType<J, z.ZodTypeDef, unknown>;
+  /** the state from a snapshot that passed the schema (may throw for what the schema cannot say) */
+  fromJson: (json: J, key: string) => S;
+  toJson: (state: S) => J;
+}
+
+/**
+ * The per-partition skeleton of a stateful operator: one state object per partition key, created empty
+ * on first use, registered with `registry` under `name` (snapshot, validated restore, drop). Returns the
+ * accessor the operator calls once per batch with its partition key.
+ */
+export function partitionState<S, J>(registry: StateRegistry | undefined, name: string, spec: PartitionStateSpec<S, J>): (key: string) => S {
+  const states = new Map<string, S>();
+  const of = (key: string): S => {
+    let s = states.get(key);
+    if (s === undefined) states.set(key, (s = spec.empty(key)));
+    return s;
+  };
+  registry?.register(name, {
+    // a partition the operator has not seen yet has no state: null, which restores empty
+    snapshot: (key) => {
+      const s = states.get(key);
+      return s === undefined ? null : spec.toJson(s);
+    },
+    restore: (key, json) => {
+      if (json == null) return void states.set(key, spec.empty(key));
+      const parsed = spec.schema.safeParse(json);
+      if (!parsed.success) {
+        const issue = parsed.error.issues[0];
+        throw new Error(`${name}: malformed state snapshot for ${key}: ${issue.path.join('.') || 'the snapshot'}: ${issue.message}`);
+      }
+      states.set(key, spec.fromJson(parsed.data, key));
+    },
+    drop: (key) => void states.delete(key),
+  });
+  return of;
 }

@@ -5,11 +5,11 @@
  * Two sources:
  * - detector: the detections the embed stage stored (or, when it did not run the detector, one batched
  *   detector call here). A class's confidence is the highest score of its detections.
- * - zero-shot: the image is encoded again with a keep mask (the top ceil(rho * P) patches by the stored
- *   saliency, the same choice condense makes; an image whose stored grid is not the bundle's is encoded
- *   whole) in one `vision.encode(images, masks)` call per `batchSize` images (default 32; one image at a
+ * - zero-shot: the image is encoded again with a keep mask (the patches choosePatches kept, `s.patches`,
+ *   the choice condense records; an image without one, or whose grid is not the bundle's, is encoded
+ *   whole) in one `vision.encode(inputs, masks)` call per `batchSize` images (default 32; one image at a
  *   time when a batched call fails), and compared with the text embeddings of the vocabulary prompts
- *   (`bundle.tags.prompt` with `{}` replaced by the class; encoded once per bundle object and cached).
+ *   (`bundle.tags.prompt` with `{}` replaced by the class; encoded once per bundle).
  *
  * Zero-shot confidence, as the bundle's `tags.confidence` says:
  * - `softmax` (default): the CLIP zero-shot classifier's probability,
@@ -24,22 +24,20 @@
  * `source: 'auto'` (default) uses the detector when the bundle has one, zero-shot otherwise.
  *
  * @example
- * batches$.pipe(embed({ bundle }), tag({ bundle, threshold: 0.3, rho: 0.5 }))
+ * batches$.pipe(embed({ bundle }), choosePatches({ rho: 0.5 }), tag({ bundle, threshold: 0.3 }))
  */
 import type { OperatorFunction } from 'rxjs';
 import type { Detection, ModelBundle } from '../models/types';
 import type { Tag } from '../records';
-import { keepMask, selectPatches } from './condense';
-import { assertFiniteVector, type BundleSource, callBatched, chunks, cosine, resolveBundle, withImages } from './model-calls';
-import { type Batch, kill, oneLine, type Sample } from './sample';
+import { keepMask } from './choose-patches';
+import { assertFiniteVector, type BundleSource, callBatched, chunks, cosine, resolveBundle, withImages, withInputs } from './model-calls';
+import { type Batch, deadLetter, oneLine, type Sample } from './sample';
 import { stage } from './stage';
 
 export interface TagOptions {
   bundle: BundleSource;
   /** tau; default the bundle's `tags.threshold` */
   threshold?: number;
-  /** share of patches the zero-shot embedding is computed on; default 0.5 */
-  rho?: number;
   source?: 'auto' | 'detector' | 'zero-shot';
   /** softmax temperature of the zero-shot confidence; default 0.01 */
   temperature?: number;
@@ -82,29 +80,32 @@ export function toTags(pairs: Iterable<Tag>, threshold: number, maxTags = Infini
     .slice(0, maxTags);
 }
 
-/** Vocabulary text embeddings, per bundle object and prompt. */
-const vocabularyCache = new WeakMap<ModelBundle, Map<string, Promise<Float32Array[]>>>();
-
-export function vocabularyEmbeddings(bundle: ModelBundle): Promise<Float32Array[]> {
-  let byKey = vocabularyCache.get(bundle);
-  if (!byKey) vocabularyCache.set(bundle, (byKey = new Map()));
-  const { vocabulary, prompt } = bundle.tags;
-  const key = JSON.stringify([prompt, vocabulary]);
-  let p = byKey.get(key);
-  if (!p) {
-    p = bundle.text.encode(vocabulary.map((label) => promptFor(prompt, label))).then((es) => {
-      if (es.length !== vocabulary.length) throw new Error(`text encoder returned ${es.length} embeddings for ${vocabulary.length} prompts`);
-      return es;
-    });
-    byKey.set(key, p);
-    p.catch(() => byKey!.delete(key));
-  }
-  return p;
+/**
+ * The vocabulary's text embeddings, encoded once per bundle (a bundle's vocabulary and prompt do not
+ * change); a failed encoding is tried again next time. Held by one tag operator, so a swapped-out bundle
+ * is let go with it.
+ */
+function vocabularyEmbeddings(): (bundle: ModelBundle) => Promise<Float32Array[]> {
+  const byBundle = new WeakMap<ModelBundle, Promise<Float32Array[]>>();
+  return (bundle) => {
+    let p = byBundle.get(bundle);
+    if (!p) {
+      const { vocabulary, prompt } = bundle.tags;
+      p = bundle.text.encode(vocabulary.map((label) => promptFor(prompt, label))).then((es) => {
+        if (es.length !== vocabulary.length) throw new Error(`text encoder returned ${es.length} embeddings for ${vocabulary.length} prompts`);
+        return es;
+      });
+      byBundle.set(bundle, p);
+      p.catch(() => byBundle.delete(bundle));
+    }
+    return p;
+  };
 }
 
 export function tag(options: TagOptions): OperatorFunction<Batch, Batch> {
   const source = options.source ?? 'auto';
   const batchSize = options.batchSize ?? 32;
+  const vocabulary = vocabularyEmbeddings();
   return stage('tag', async (batch) => {
     const bundle = resolveBundle(options.bundle, batch);
     const useDetector = source === 'detector' || (source === 'auto' && bundle.detector !== null);
@@ -113,7 +114,7 @@ export function tag(options: TagOptions): OperatorFunction<Batch, Batch> {
     const maxTags = options.maxTags ?? 10;
     for (const part of chunks(withImages(batch.samples), batchSize)) {
       if (useDetector) await detectorTags(bundle, part, threshold, maxTags);
-      else await zeroShotTags(bundle, part, threshold, maxTags, options.rho ?? 0.5, options.temperature ?? 0.01);
+      else await zeroShotTags(bundle, bundle.tags.vocabulary.length && part.length ? await vocabulary(bundle) : [], part, threshold, maxTags, options.temperature ?? 0.01);
     }
     return batch;
   });
@@ -125,14 +126,14 @@ function setTags(s: Sample, tags: Tag[]): void {
 }
 
 async function detectorTags(bundle: ModelBundle, part: ReturnType<typeof withImages>, threshold: number, maxTags: number): Promise<void> {
-  const missing = part.filter((s) => s.detections === null);
+  const missing = await withInputs(part.filter((s) => s.detections === null), bundle);
   if (missing.length > 0) {
-    const found = await callBatched(missing.map((s) => s.image.bytes), (xs) => bundle.detector!.detect(xs), (ds: Detection[]) => {
+    const found = await callBatched(missing.map((s) => s.image.inputs.detector!), (xs) => bundle.detector!.detect(xs), (ds: Detection[]) => {
       if (!Array.isArray(ds)) throw new Error('detections are not a list');
     });
     missing.forEach((s, i) => {
       const d = found[i];
-      if (d instanceof Error) kill(s, 'model_error', `detector: ${oneLine(d)}`);
+      if (d instanceof Error) deadLetter(s, 'model_error', `detector: ${oneLine(d)}`);
       else s.detections = d;
     });
   }
@@ -144,33 +145,33 @@ async function detectorTags(bundle: ModelBundle, part: ReturnType<typeof withIma
 
 async function zeroShotTags(
   bundle: ModelBundle,
-  part: ReturnType<typeof withImages>,
+  texts: Float32Array[],
+  all: ReturnType<typeof withImages>,
   threshold: number,
   maxTags: number,
-  rho: number,
   temperature: number,
 ): Promise<void> {
   const vocab = bundle.tags.vocabulary;
-  if (vocab.length === 0 || part.length === 0) {
-    for (const s of part) setTags(s, []);
+  if (vocab.length === 0 || all.length === 0) {
+    for (const s of all) setTags(s, []);
     return;
   }
-  const texts = await vocabularyEmbeddings(bundle);
+  const part = await withInputs(all, bundle);
   const grid = bundle.vision.grid;
   const masks = part.map((s) => {
-    const m = s.model;
-    if (!m || m.grid.rows !== grid.rows || m.grid.cols !== grid.cols) return null;
-    return keepMask(selectPatches(m.saliency, grid, { rho }), grid);
+    const p = s.patches;
+    if (!p || p.grid.rows !== grid.rows || p.grid.cols !== grid.cols) return null;
+    return keepMask(p.kept, grid);
   });
   const idx = part.map((_, i) => i);
   const encoded = await callBatched(
     idx,
-    (is) => bundle.vision.encode(is.map((i) => part[i].image.bytes), is.map((i) => masks[i])),
+    (is) => bundle.vision.encode(is.map((i) => part[i].image.inputs.vision), is.map((i) => masks[i])),
     (o) => assertFiniteVector(o?.embedding, 'image embedding'),
   );
   part.forEach((s, i) => {
     const e = encoded[i];
-    if (e instanceof Error) return kill(s, 'model_error', `vision encoder (kept patches): ${oneLine(e)}`);
+    if (e instanceof Error) return deadLetter(s, 'model_error', `vision encoder (kept patches): ${oneLine(e)}`);
     const conf = bundle.tags.confidence === 'cosine' ? texts.map((t) => cosine(e.embedding, t)) : zeroShotConfidence(e.embedding, texts, temperature);
     setTags(s, toTags(vocab.map((label, k) => ({ label, score: conf[k] })), threshold, maxTags));
   });

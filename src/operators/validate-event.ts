@@ -11,7 +11,7 @@
  */
 import type { OperatorFunction } from 'rxjs';
 import type { CrawlEvent } from '../records';
-import { type Batch, kill, type Sample } from './sample';
+import { type Batch, deadLetter, type Sample } from './sample';
 import { stage } from './stage';
 
 export interface ValidateEventOptions {
@@ -37,17 +37,17 @@ export function validateEvent(options: ValidateEventOptions): OperatorFunction<B
 
 function validateOne(s: Sample, options: ValidateEventOptions): void {
   const ev = s.event;
-  if (!ev) return kill(s, 'schema_error', 'no event');
-  if (ev.id.length < 1 || ev.id.length > 256) return kill(s, 'id_invalid', `id must be 1..256 chars, got ${ev.id.length}`);
+  if (!ev) return deadLetter(s, 'schema_error', 'no event');
+  if (ev.id.length < 1 || ev.id.length > 256) return deadLetter(s, 'id_invalid', `id must be 1..256 chars, got ${ev.id.length}`);
   if (CONTROL.test(ev.id) || LONE_SURROGATE.test(ev.id)) {
     CONTROL.lastIndex = 0;
-    return kill(s, 'id_invalid', 'id contains control characters or invalid unicode');
+    return deadLetter(s, 'id_invalid', 'id contains control characters or invalid unicode');
   }
   CONTROL.lastIndex = 0;
-  if (ev.image !== null && ev.image.length === 0) return kill(s, 'missing_image', 'image is present but empty');
-  if (ev.image === null && !ev.image_url) return kill(s, 'missing_image', 'neither image nor image_url');
+  if (ev.image !== null && ev.image.length === 0) return deadLetter(s, 'missing_image', 'image is present but empty');
+  if (ev.image === null && !ev.image_url) return deadLetter(s, 'missing_image', 'neither image nor image_url');
   boundRaw(s, ev, options);
-  if (LONE_SURROGATE.test(ev.caption)) return kill(s, 'caption_invalid', 'caption is not valid unicode');
+  if (LONE_SURROGATE.test(ev.caption)) return deadLetter(s, 'caption_invalid', 'caption is not valid unicode');
   let caption = ev.caption.replace(CONTROL, ' ');
   if (caption !== ev.caption) s.flags.push('caption_control_chars');
   if (caption.length > options.maxCaptionChars) {

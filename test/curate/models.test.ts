@@ -7,6 +7,7 @@ import { test } from 'node:test';
 import { loadConfig } from '../../src/config/config';
 import { BUILTIN_BUNDLE, bundleDir, detectorClasses, openModels, openWeights, PHOTO_BUNDLE } from '../../src/curate/models';
 import { DEFAULT_MIX_WEIGHTS } from '../../src/operators/mix';
+import { prepareImages } from '../../src/models/preprocess';
 
 const cfg = (flags: Record<string, string | boolean>) => loadConfig({ env: {}, flags });
 
@@ -23,7 +24,8 @@ test('--detector adds a YOLOX detector to a bundle without one, with its classes
   try {
     assert.ok(holder);
     assert.ok(holder.current.detector, 'the shapes bundle now has a detector');
-    const [dets] = await holder.current.detector.detect([await import('sharp').then((s) => s.default({ create: { width: 64, height: 64, channels: 3, background: '#808080' } }).png().toBuffer())]);
+    const grey = await import('sharp').then((s) => s.default({ create: { width: 64, height: 64, channels: 3, background: '#808080' } }).png().toBuffer());
+    const [dets] = await holder.current.detector.detect(await prepareImages([grey], holder.current.detector.preprocess));
     assert.ok(Array.isArray(dets));
   } finally {
     await holder?.close();

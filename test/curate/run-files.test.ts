@@ -50,6 +50,10 @@ test('dead letters keep the id and URLs of a line that fails validation, at ever
   assert.deepEqual(pick(3), { reason: 'decode_error', id: 'garbage', url: page, image_url: null, ...coords });
   assert.deepEqual(pick(5), { reason: 'schema_error', id: null, url: null, image_url: null, ...coords }, 'nothing readable in broken JSON');
   assert.ok(!byOffset.has(4));
+  // every dead letter keeps its line as it was in the file, also the one that failed after parsing
+  for (const o of [0, 1, 2, 3, 5]) {
+    assert.equal(Buffer.from(byOffset.get(o)!.original_b64, 'base64').toString('utf8'), lines[o], `offset ${o}: the original line`);
+  }
 });
 
 test('the example crawl of docs/FORMATS.md curates: three rows, no dead letters, fields carried through', async () => {

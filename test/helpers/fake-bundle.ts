@@ -1,5 +1,6 @@
 /**
- * A deterministic ModelBundle for operator tests. An "image" is JSON bytes describing what it shows:
+ * A deterministic ModelBundle for operator tests. An "image" is JSON bytes describing what it shows
+ * (the sample's stored bytes and, as decodeImage would prepare them, its model inputs' data):
  * objects (label, patch, box, detector score), optional saliency, and `fail` to make every model call
  * that includes it throw (as a real runtime fails a whole batch).
  *
@@ -7,7 +8,8 @@
  * embedding is the normalised sum of the axes of the objects on kept patches (plus a little background);
  * a text embedding sums the axes of the labels it mentions (background when none).
  */
-import type { Detection, ImageEncoding, ModelBundle, PatchGrid } from '../../src/models/types';
+import type { Detection, ImageEncoding, ImagePreprocess, ModelBundle, PatchGrid, PreparedImage } from '../../src/models/types';
+import { preprocessKey } from '../../src/models/preprocess';
 import { keptSample } from './samples';
 import type { Sample } from '../../src/operators/sample';
 
@@ -25,6 +27,11 @@ export interface FakeImage {
 }
 
 export const fakeImage = (spec: FakeImage): Buffer => Buffer.from(JSON.stringify(spec));
+
+/** The fake models' preprocessing: only its key matters (the prepared data is the JSON itself). */
+export const FAKE_PREPROCESS: ImagePreprocess = { size: [4, 4], resize: 'squash', mean: [0, 0, 0], std: [1, 1, 1], channels: 'RGB', scale: 1 };
+
+const prepared = (bytes: Buffer): PreparedImage => ({ key: preprocessKey(FAKE_PREPROCESS), data: bytes, width: 64, height: 64 });
 
 export interface FakeCalls {
   vision: { n: number; keep: (Uint8Array | null)[] | undefined }[];
@@ -50,8 +57,8 @@ export function fakeBundle(o: { vocabulary?: string[]; grid?: PatchGrid; detecto
     const n = Math.hypot(...v);
     return n > 0 ? v.map((x) => x / n) : v;
   };
-  const parse = (b: Buffer): FakeImage => {
-    const spec = JSON.parse(b.toString('utf8')) as FakeImage;
+  const parse = (img: PreparedImage): FakeImage => {
+    const spec = JSON.parse(img.data.toString('utf8')) as FakeImage;
     if (spec.fail) throw new Error('fake runtime: cannot run this image');
     return spec;
   };
@@ -71,7 +78,8 @@ export function fakeBundle(o: { vocabulary?: string[]; grid?: PatchGrid; detecto
     tags: { vocabulary, prompt: 'a photo of a {}', threshold: o.threshold ?? 0.3, confidence: o.confidence ?? 'softmax' },
     vision: {
       grid,
-      async encode(images: Buffer[], keep?: (Uint8Array | null)[]) {
+      preprocess: FAKE_PREPROCESS,
+      async encode(images: PreparedImage[], keep?: (Uint8Array | null)[]) {
         calls.vision.push({ n: images.length, keep });
         const specs = images.map(parse);
         return specs.map((s, i) => encodeOne(s, keep?.[i] ?? null));
@@ -90,7 +98,8 @@ export function fakeBundle(o: { vocabulary?: string[]; grid?: PatchGrid; detecto
     },
     detector: o.detector
       ? {
-          async detect(images: Buffer[]): Promise<Detection[][]> {
+          preprocess: FAKE_PREPROCESS,
+          async detect(images: PreparedImage[]): Promise<Detection[][]> {
             calls.detect.push(images.length);
             return images.map(parse).map((s) =>
               s.objects.map((ob) => ({ label: ob.label, score: ob.score ?? 0.9, box: ob.box ?? [0, 0, 1, 1] })),
@@ -108,5 +117,6 @@ export function fakeSample(offset: number, spec: FakeImage, caption = `image ${o
   s.caption = caption;
   s.event!.caption = caption;
   s.image!.bytes = fakeImage(spec);
+  s.image!.inputs = { vision: prepared(s.image!.bytes), detector: prepared(s.image!.bytes) };
   return s;
 }

@@ -1,10 +1,12 @@
 /**
  * The model part of the curation chain on hand-made events, for tests of a real bundle: decode the image,
- * embed, tag, domain check, condense and enrich, as curate runs them (pipeline.ts), without Kafka or files.
+ * embed, choose patches, tag, domain check, condense and enrich, as curate runs them (pipeline.ts), without Kafka or files.
  */
 import { firstValueFrom, from, toArray } from 'rxjs';
 import type { ModelBundle } from '../../src/models/types';
+import { choosePatches } from '../../src/operators/choose-patches';
 import { condense } from '../../src/operators/condense';
+import { modelNeeds } from '../../src/operators/model-calls';
 import { decodeImage } from '../../src/operators/decode-image';
 import { domainWatch } from '../../src/operators/domain-watch';
 import { embed } from '../../src/operators/embed';
@@ -34,11 +36,12 @@ export async function runModelChain(bundle: ModelBundle, items: { image: Buffer;
   const domain: ChainRun['domain'] = [];
   const out = await firstValueFrom(
     from(batches).pipe(
-      decodeImage({ maxImageBytes: 20 << 20, maxPixels: 40_000_000, minSide: 16, maxAspect: 8, imageFormat: 'keep', quality: 85 }),
+      decodeImage({ maxImageBytes: 20 << 20, maxPixels: 40_000_000, minSide: 16, maxAspect: 8, imageFormat: 'keep', quality: 85, prepare: () => modelNeeds(bundle) }),
       embed({ bundle }),
+      choosePatches({ rho: 0.5, forceDetections: { minScore: 0.5 } }),
       tag({ bundle }),
       domainWatch({ domain: () => bundle.calibration?.domain, onChange: (o, message) => domain.push({ out: o, message }) }),
-      condense({ rho: 0.5, blank: false }),
+      condense({ blank: false }),
       enrich({ threshold: opts.enrichThreshold ?? bundle.calibration?.enrich?.threshold ?? 0.4 }),
       toArray(),
     ),

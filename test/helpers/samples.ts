@@ -28,6 +28,7 @@ export function keptSample(offset: number, opts: { topic?: string; partition?: n
     dhash: '0'.repeat(16),
     bytes: Buffer.alloc(opts.bytes ?? 100, 1),
     mime: 'image/jpeg',
+    inputs: null,
   };
   return s;
 }

@@ -3,7 +3,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import sharp from 'sharp';
-import { preprocessBatch, preprocessImage } from '../../src/models/preprocess';
+import { prepareImages, preprocessBatch, preprocessImage } from '../../src/models/preprocess';
 import type { ImagePreprocess } from '../../src/models/types';
 
 const SHARED = join(__dirname, '../../../../shared');
@@ -207,7 +207,7 @@ test('alpha is flattened on white, grayscale becomes three equal channels', asyn
 test('preprocessBatch stacks images as [N, 3, H, W]', async () => {
   const p = identity255([6, 6], 'shortest-crop');
   const imgs = [await png(12, 9, () => [1, 2, 3]), await png(9, 12, (x, y) => [x * 20, y * 20, 0])];
-  const batch = await preprocessBatch(imgs, p);
+  const batch = preprocessBatch(await prepareImages(imgs, p), p);
   assert.deepEqual(batch.dims, [2, 3, 6, 6]);
   assert.equal(batch.metas.length, 2);
   for (let i = 0; i < 2; i++) {

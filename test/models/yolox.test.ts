@@ -3,6 +3,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { decodeYolox, nmsByClass, toSourceBox, YoloxDetector, yoloxGrids } from '../../src/models/yolox';
+import { prepareImages } from '../../src/models/preprocess';
 
 const SHARED = join(__dirname, '../../../../shared');
 const MODEL = join(SHARED, 'models/yolox_nano/yolox_nano.onnx');
@@ -165,7 +166,7 @@ test('YOLOX-nano on real COCO photos: detections exist and their labels agree wi
       .map((l) => JSON.parse(l) as { file: string; width: number; height: number; captions: string[] })
       .slice(0, 20);
     const t0 = Date.now();
-    const results = await det.detect(rows.map((r) => readFileSync(join(COCO, r.file))));
+    const results = await det.detect(await prepareImages(rows.map((r) => readFileSync(join(COCO, r.file))), det.preprocess));
     const ms = Date.now() - t0;
     let withDetections = 0;
     let labels = 0;

@@ -1,12 +1,13 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { firstValueFrom, of, toArray } from 'rxjs';
+import { firstValueFrom, of, type OperatorFunction, pipe, toArray } from 'rxjs';
 import sharp from 'sharp';
-import { blankPatches, boxPatches, condense, keepMask, objectCoverage, selectPatches } from '../../src/operators/condense';
+import { choosePatches } from '../../src/operators/choose-patches';
+import { blankPatches, condense } from '../../src/operators/condense';
 import type { Batch, Sample } from '../../src/operators/sample';
 import { batchOf, keptSample } from '../helpers/samples';
 
-const run = async (op: ReturnType<typeof condense>, batches: Batch[]) => firstValueFrom(of(...batches).pipe(op, toArray()));
+const run = async (op: OperatorFunction<Batch, Batch>, batches: Batch[]) => firstValueFrom(of(...batches).pipe(op, toArray()));
 const g4 = { rows: 4, cols: 4 };
 
 /** Saliency where patch j has weight w(j), normalised. */
@@ -15,60 +16,6 @@ const saliency = (P: number, w: (j: number) => number): Float32Array => {
   const s = a.reduce((x, y) => x + y, 0);
   return a.map((x) => x / s);
 };
-
-test('selectPatches keeps exactly ceil(rho * P), the most salient, ascending; ties go to the lower index', () => {
-  const sal = saliency(16, (j) => j + 1); // patch 15 most salient
-  assert.deepEqual(selectPatches(sal, g4, { rho: 0.5 }), [8, 9, 10, 11, 12, 13, 14, 15]);
-  for (const rho of [0.01, 0.1, 0.25, 0.3, 0.5, 0.77, 1]) assert.equal(selectPatches(sal, g4, { rho }).length, Math.ceil(rho * 16));
-  assert.equal(selectPatches(sal, g4).length, 8, 'rho defaults to 0.5');
-  assert.deepEqual(selectPatches(sal, g4, { rho: 0 }), [15], 'never empty');
-  const flat = new Float32Array(16).fill(1 / 16);
-  assert.deepEqual(selectPatches(flat, g4, { rho: 0.25 }), [0, 1, 2, 3]);
-  const withNaN = Float32Array.from(sal);
-  withNaN[15] = NaN;
-  assert.deepEqual(selectPatches(withNaN, g4, { rho: 1 / 16 }), [14]);
-});
-
-test('selectPatches mass mode: the smallest set holding the share of saliency', () => {
-  const sal = [0.5, 0.3, 0.1, 0.1];
-  const g = { rows: 2, cols: 2 };
-  assert.deepEqual(selectPatches(sal, g, { mass: 0.5 }), [0]);
-  assert.deepEqual(selectPatches(sal, g, { mass: 0.51 }), [0, 1]);
-  assert.deepEqual(selectPatches(sal, g, { mass: 0.8 }), [0, 1]);
-  assert.deepEqual(selectPatches(sal, g, { mass: 0.85 }), [0, 1, 2]);
-  assert.deepEqual(selectPatches(sal, g, { mass: 1 }), [0, 1, 2, 3]);
-  assert.deepEqual(selectPatches([0.7, 0.3, 0, 0], g, { mass: 1 }), [0, 1], 'zero-saliency patches hold no mass');
-  assert.deepEqual(selectPatches(sal, g, { mass: 0.5, rho: 1 }), [0], 'mass wins over rho');
-});
-
-test('selectPatches forces patches in (union)', () => {
-  const sal = saliency(16, (j) => j + 1);
-  assert.deepEqual(selectPatches(sal, g4, { rho: 2 / 16, force: [0, 5, 15, 99, -1] }), [0, 5, 14, 15]);
-});
-
-test('boxPatches maps image-pixel boxes onto the grid', () => {
-  // 100 x 100 image, 4 x 4 grid: patches of 25 px
-  assert.deepEqual(boxPatches([20, 20, 10, 10], g4, 100, 100), [0, 1, 4, 5]);
-  assert.deepEqual(boxPatches([25, 25, 25, 25], g4, 100, 100), [5], 'edges touching a patch do not overlap it');
-  assert.deepEqual(boxPatches([90, 0, 50, 10], g4, 100, 100), [3], 'clipped to the image');
-  assert.deepEqual(boxPatches([0, 0, 0, 10], g4, 100, 100), []);
-  // non-square image: 200 wide, 100 high -> patches 50 x 25
-  assert.deepEqual(boxPatches([60, 30, 10, 10], g4, 200, 100), [5]);
-});
-
-test('objectCoverage: share of box pixels (union) inside kept patches', () => {
-  const g = { rows: 2, cols: 2 };
-  assert.equal(objectCoverage([0], g, 100, 100, [[0, 0, 50, 50]]), 1);
-  assert.equal(objectCoverage([1, 2, 3], g, 100, 100, [[0, 0, 50, 50]]), 0);
-  assert.equal(objectCoverage([0], g, 100, 100, [[25, 0, 50, 50]]), 0.5);
-  // overlapping boxes count their pixels once: union 75 x 50, of which 50 x 50 in patch 0
-  assert.ok(Math.abs(objectCoverage([0], g, 100, 100, [[0, 0, 50, 50], [25, 0, 50, 50]]) - 2 / 3) < 1e-12);
-  assert.equal(objectCoverage([0, 1, 2, 3], g, 100, 100, [[10, 10, 80, 80]]), 1);
-  assert.equal(objectCoverage([0], g, 100, 100, [[80, 80, 50, 50]]), 0, 'box clipped to the image, all in patch 3');
-  assert.equal(objectCoverage([0], g, 100, 100, []), 1, 'nothing to cover');
-  // non-integer patch edges: 3 x 3 grid over 100 px
-  assert.ok(Math.abs(objectCoverage([0], { rows: 3, cols: 3 }, 100, 100, [[0, 0, 50, 50]]) - (100 / 3) ** 2 / 2500) < 1e-9);
-});
 
 test('blankPatches paints exactly the dropped patches', () => {
   const w = 10;
@@ -81,7 +28,6 @@ test('blankPatches paints exactly the dropped patches', () => {
   assert.deepEqual(at(5, 0), [1, 2, 3]);
   assert.deepEqual(at(0, 3), [1, 2, 3]);
   assert.deepEqual(at(9, 5), [7, 7, 7]);
-  assert.equal(keepMask([0, 3], { rows: 2, cols: 2 }).join(''), '1001');
 });
 
 function modelled(s: Sample, sal: Float32Array, grid = g4): Sample {
@@ -89,14 +35,14 @@ function modelled(s: Sample, sal: Float32Array, grid = g4): Sample {
   return s;
 }
 
-test('condense records the kept patches and forces in confident detection boxes', async () => {
+test('choosePatches then condense: the kept patches are recorded, confident detection boxes forced in', async () => {
   const s = modelled(keptSample(0), saliency(16, (j) => j + 1)); // 64 x 64 image, 16 px patches
   s.detections = [
     { label: 'star', score: 0.9, box: [0, 0, 10, 10] }, // patch 0
     { label: 'ring', score: 0.2, box: [20, 0, 10, 10] }, // patch 1, not confident
   ];
   const before = s.image!.bytes;
-  const [out] = await run(condense({ rho: 0.25, blank: false, forceDetections: { minScore: 0.5 } }), [batchOf([s])]);
+  const [out] = await run(pipe(choosePatches({ rho: 0.25, forceDetections: { minScore: 0.5 } }), condense({ blank: false })), [batchOf([s])]);
   const c = out.samples[0].condensed!;
   assert.deepEqual(c.kept, [0, 12, 13, 14, 15]);
   assert.deepEqual(c.grid, g4);
@@ -109,7 +55,7 @@ test('condense records the kept patches and forces in confident detection boxes'
 test('condense mass mode and samples without a model pass', async () => {
   const s = modelled(keptSample(0), Float32Array.from({ length: 16 }, (_, j) => (j === 3 ? 0.6 : j === 7 ? 0.3 : 0.1 / 14)));
   const bare = keptSample(1);
-  const [out] = await run(condense({ mass: 0.85, blank: false }), [batchOf([s, bare])]);
+  const [out] = await run(pipe(choosePatches({ mass: 0.85 }), condense({ blank: false })), [batchOf([s, bare])]);
   assert.deepEqual(out.samples[0].condensed!.kept, [3, 7]);
   assert.equal(out.samples[1].condensed, null);
   assert.equal(out.samples[1].outcome.kind, 'keep');
@@ -139,7 +85,7 @@ test('blanking dropped patches shrinks a noisy JPEG, keeps its size and leaves k
   const jpeg = await sharp(noisyRgb(W, H), { raw: { width: W, height: H, channels: 3 } }).jpeg({ quality: 90 }).toBuffer();
   const s = modelled(keptSample(0), saliency(16, (j) => ([0, 5, 10, 15].includes(j) ? 10 : 1)));
   s.image = { ...s.image!, width: W, height: H, bytes: jpeg, mime: 'image/jpeg' };
-  const [out] = await run(condense({ rho: 0.25, blank: true, quality: 90 }), [batchOf([s])]);
+  const [out] = await run(pipe(choosePatches({ rho: 0.25 }), condense({ blank: true, quality: 90 })), [batchOf([s])]);
   const img = out.samples[0].image!;
   const c = out.samples[0].condensed!;
   assert.deepEqual(c.kept, [0, 5, 10, 15]);
@@ -189,7 +135,7 @@ test('a WebP stays WebP; blanking that would not save bytes keeps the original',
   const webp = await sharp(noisyRgb(W, W), { raw: { width: W, height: W, channels: 3 } }).webp({ quality: 80 }).toBuffer();
   const s = modelled(keptSample(0), saliency(16, (j) => (j < 4 ? 10 : 1)));
   s.image = { ...s.image!, width: W, height: W, bytes: webp, mime: 'image/webp', format: 'webp' };
-  const [out] = await run(condense({ rho: 0.25, blank: true, quality: 80, fill: [0, 0, 0] }), [batchOf([s])]);
+  const [out] = await run(pipe(choosePatches({ rho: 0.25 }), condense({ blank: true, quality: 80, fill: [0, 0, 0] })), [batchOf([s])]);
   const img = out.samples[0].image!;
   assert.equal(img.mime, 'image/webp');
   assert.equal(img.bytes.subarray(8, 12).toString('latin1'), 'WEBP');
@@ -199,7 +145,7 @@ test('a WebP stays WebP; blanking that would not save bytes keeps the original',
   const flat = await sharp({ create: { width: W, height: W, channels: 3, background: '#808080' } }).jpeg({ quality: 20 }).toBuffer();
   const f = modelled(keptSample(1), saliency(16, (j) => (j < 4 ? 10 : 1)));
   f.image = { ...f.image!, width: W, height: W, bytes: flat, mime: 'image/jpeg' };
-  const [o2] = await run(condense({ rho: 0.25, blank: true, quality: 100, fill: [10, 200, 30] }), [batchOf([f])]);
+  const [o2] = await run(pipe(choosePatches({ rho: 0.25 }), condense({ blank: true, quality: 100, fill: [10, 200, 30] })), [batchOf([f])]);
   assert.equal(o2.samples[0].image!.bytes, flat);
   assert.equal(o2.samples[0].condensed!.bytesAfter, flat.length);
   assert.ok(o2.samples[0].flags.includes('condense_blank_not_smaller'));
@@ -208,7 +154,7 @@ test('a WebP stays WebP; blanking that would not save bytes keeps the original',
 test('an image that cannot be re-read is flagged, not dropped', async () => {
   const s = modelled(keptSample(0), saliency(16, (j) => j));
   s.image!.bytes = Buffer.from('definitely not an image');
-  const [out] = await run(condense({ rho: 0.5, blank: true }), [batchOf([s])]);
+  const [out] = await run(pipe(choosePatches({ rho: 0.5 }), condense({ blank: true })), [batchOf([s])]);
   assert.equal(out.samples[0].outcome.kind, 'keep');
   assert.ok(out.samples[0].flags.includes('condense_blank_failed'));
   assert.equal(out.samples[0].condensed!.kept.length, 8);

@@ -1,10 +1,15 @@
 import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { deflateSync } from 'node:zlib';
 import { firstValueFrom, of } from 'rxjs';
 import sharp from 'sharp';
+import { preprocessBatch, preprocessImage, preprocessKey } from '../../src/models/preprocess';
+import type { ImagePreprocess, ModelBundle, PreparedImage } from '../../src/models/types';
+import { YoloxDetector } from '../../src/models/yolox';
 import { decodeImage, sniffFormat } from '../../src/operators/decode-image';
-import { newSample, type Sample } from '../../src/operators/sample';
+import { type ModelNeeds, newSample, type Sample } from '../../src/operators/sample';
 import { batchOf, event } from '../helpers/samples';
 
 const opts = { maxImageBytes: 2_000_000, maxPixels: 4_000_000, minSide: 32, maxAspect: 8, imageFormat: 'keep' as 'keep' | 'jpeg' | 'webp', quality: 90 };
@@ -132,43 +137,102 @@ test('dHash: a re-encoded, resized or slightly cropped copy stays within a few b
   assert.ok(far > 12, `a different picture is farther than any near copy, got ${far}`);
 });
 
-test('with a bundle\'s inputs to prepare, the one decode gives the model exactly the pixels of its own preprocessing', async () => {
-  const { forgetResized, preprocessImage } = await import('../../src/models/preprocess');
-  const { YoloxDetector } = await import('../../src/models/yolox');
-  const squash = { size: [64, 64] as [number, number], resize: 'squash' as const, mean: [0.5, 0.5, 0.5] as [number, number, number], std: [0.25, 0.25, 0.25] as [number, number, number], channels: 'RGB' as const, scale: 1 as const };
-  const letterbox = YoloxDetector.preprocess([96, 96]);
-  // smooth photo-like content with edges, so a different resampling path would show
-  const w = 300;
-  const h = 200;
+/** Smooth photo-like content with edges, so a different resampling path would show. */
+async function photoLike(w: number, h: number): Promise<Buffer> {
   const px = Buffer.alloc(w * h * 3);
   for (let i = 0; i < w * h; i++) {
     const x = i % w;
     const y = Math.floor(i / w);
     px[i * 3] = Math.round(128 + 100 * Math.sin(x / 13) * Math.cos(y / 9));
-    px[i * 3 + 1] = (x - 150) ** 2 + (y - 100) ** 2 < 60 ** 2 ? 230 : 40;
+    px[i * 3 + 1] = (x - w / 2) ** 2 + (y - h / 2) ** 2 < (h / 3) ** 2 ? 230 : 40;
     px[i * 3 + 2] = Math.round((255 * x) / w);
   }
-  const jpeg = await sharp(px, { raw: { width: w, height: h, channels: 3 } }).jpeg({ quality: 85 }).toBuffer();
-  const direct = await Promise.all([preprocessImage(jpeg, squash), preprocessImage(jpeg, letterbox)]);
+  return sharp(px, { raw: { width: w, height: h, channels: 3 } }).jpeg({ quality: 85 }).toBuffer();
+}
+
+const COCO_PHOTO = join(__dirname, '../../../../shared/data/coco/images/val2017/000000397133.jpg');
+
+/** The images each per-mode test runs on: generated ones of both orientations, and a real photo when shared/ has one. */
+async function modeImages(): Promise<{ name: string; bytes: Buffer }[]> {
+  const out = [
+    { name: 'generated 300x200', bytes: await photoLike(300, 200) },
+    { name: 'generated 180x420', bytes: await photoLike(180, 420) },
+  ];
+  if (existsSync(COCO_PHOTO)) out.push({ name: 'COCO 000000397133', bytes: readFileSync(COCO_PHOTO) });
+  else console.log('skipped the real photo: ../shared/data/coco absent');
+  return out;
+}
+
+/** Largest difference, in levels of 255, between two tensors preprocessed with `p`. */
+function maxLevels(a: Float32Array, b: Float32Array, p: ImagePreprocess): number {
+  assert.equal(a.length, b.length);
+  const plane = a.length / 3;
+  let worst = 0;
+  for (let i = 0; i < a.length; i++) {
+    const c = Math.floor(i / plane);
+    const levels = Math.abs(a[i] - b[i]) * p.std[c] * (p.scale === 1 ? 255 : 1);
+    worst = Math.max(worst, levels);
+  }
+  return worst;
+}
+
+/**
+ * decodeImage with `needs` prepared, then each model input turned into the model's tensor, against the
+ * model's own preprocessing of the original bytes: the same within one level of 255, for every image.
+ */
+async function checkPrepared(needs: ModelNeeds): Promise<void> {
+  for (const { name, bytes } of await modeImages()) {
+    const s = newSample({ topic: 't', partition: 0, offset: 0 }, Buffer.from('x'));
+    s.event = event('a', { image: bytes });
+    const out = await firstValueFrom(of(batchOf([s])).pipe(decodeImage({ ...opts, maxImageBytes: 20 << 20, prepare: () => needs })));
+    const image = out.samples[0].image!;
+    assert.ok(image.inputs, `${name}: the model inputs are on the sample`);
+    assert.ok(image.bytes.equals(bytes), 'a JPEG is stored as it came');
+    assert.equal(image.thumb?.length, 16 * 16 * 3);
+    const pairs: [ImagePreprocess, PreparedImage | null][] = [[needs.vision, image.inputs.vision]];
+    if (needs.detector) pairs.push([needs.detector, image.inputs.detector]);
+    for (const [p, prepared] of pairs) {
+      assert.ok(prepared, `${name}: ${p.resize} input prepared`);
+      const direct = await preprocessImage(bytes, p);
+      const via = preprocessBatch([prepared], p);
+      const worst = maxLevels(via.tensor, direct.tensor, p);
+      assert.ok(worst <= 1, `${name}, ${p.resize} ${p.size.join('x')}: the input differs from a direct preprocessing by ${worst.toFixed(2)} levels`);
+      assert.deepEqual(via.metas[0], direct.meta);
+    }
+  }
+}
+
+const CLIP_224: ImagePreprocess = { size: [224, 224], resize: 'shortest-crop', mean: [0.48145466, 0.4578275, 0.40821073], std: [0.26862954, 0.26130258, 0.27577711], channels: 'RGB', scale: 1 };
+const SQUASH_224: ImagePreprocess = { size: [224, 224], resize: 'squash', mean: [104, 117, 123], std: [1, 1, 1], channels: 'BGR', scale: 255 };
+
+test('squash: the model input decodeImage prepares equals the model\'s own preprocessing of the bytes', async () => {
+  await checkPrepared({ vision: SQUASH_224, detector: null });
+});
+
+test('shortest-crop, no detector (the layout of a real CLIP export): the input equals a direct preprocessing', async () => {
+  await checkPrepared({ vision: CLIP_224, detector: null });
+});
+
+test('letterbox: the input equals a direct preprocessing', async () => {
+  await checkPrepared({ vision: YoloxDetector.preprocess([416, 416]), detector: null });
+});
+
+test('two models (the photo bundle: squash encoder, letterbox detector): each input equals its own direct preprocessing', async () => {
+  await checkPrepared({ vision: SQUASH_224, detector: YoloxDetector.preprocess([416, 416]) });
+});
+
+test('model stages prepare again from the stored bytes when the inputs were made for another preprocessing', async () => {
+  const { withInputs } = await import('../../src/operators/model-calls');
+  const bytes = await photoLike(300, 200);
   const s = newSample({ topic: 't', partition: 0, offset: 0 }, Buffer.from('x'));
-  s.event = event('a', { image: jpeg });
-  const out = await firstValueFrom(of(batchOf([s])).pipe(decodeImage({ ...opts, prepare: () => [squash, letterbox] })));
-  const img = out.samples[0].image!;
-  assert.ok(img.bytes.equals(jpeg));
-  assert.equal(img.thumb?.length, 16 * 16 * 3);
-  assert.equal(img.contentHash, (await import('node:crypto')).createHash('sha256').update(jpeg).digest('hex'));
-  // the largest whole-image input (the letterbox) is decoded exactly as preprocess decodes it
-  const viaDecode = await preprocessImage(img.bytes, letterbox);
-  assert.deepEqual(Array.from(viaDecode.tensor), Array.from(direct[1].tensor));
-  assert.deepEqual(viaDecode.meta, direct[1].meta);
-  // the smaller one is resized from those pixels: close to the direct path, and what the encoder gets
-  const small = await preprocessImage(img.bytes, squash);
-  let diff = 0;
-  for (let i = 0; i < small.tensor.length; i++) diff += Math.abs(small.tensor[i] - direct[0].tensor[i]) * 0.25 * 255;
-  assert.ok(diff / small.tensor.length < 3, `mean difference ${(diff / small.tensor.length).toFixed(2)} levels`);
-  // once forgotten, preprocess decodes the bytes itself again
-  forgetResized(img.bytes);
-  assert.deepEqual(Array.from((await preprocessImage(img.bytes, squash)).tensor), Array.from(direct[0].tensor));
+  s.event = event('a', { image: bytes });
+  const out = await firstValueFrom(of(batchOf([s])).pipe(decodeImage({ ...opts, prepare: () => ({ vision: SQUASH_224, detector: null }) })));
+  const decoded = out.samples[0] as Sample & { image: NonNullable<Sample['image']> };
+  const swapped = { vision: { preprocess: CLIP_224 }, detector: null } as unknown as ModelBundle;
+  const [ready] = await withInputs([decoded], swapped);
+  assert.equal(ready.image.inputs.vision.key, preprocessKey(CLIP_224));
+  const direct = await preprocessImage(bytes, CLIP_224);
+  assert.ok(maxLevels(preprocessBatch([ready.image.inputs.vision], CLIP_224).tensor, direct.tensor, CLIP_224) <= 1);
 });
 
 test('what the sink does not read is released: rows keep bytes and fields, filtered samples only their offset', async () => {

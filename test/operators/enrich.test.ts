@@ -92,7 +92,7 @@ test('enrich cleans the caption, adds confident classes, keeps the raw caption a
 
 test('samples already dropped are left alone', async () => {
   const s = sample(0, 'IMG_1.jpg', tags(['star', 0.9]));
-  s.outcome = { kind: 'filtered', reason: 'x' };
+  s.outcome = { kind: 'filtered', reason: 'duplicate_exact' };
   const [out] = await run(enrich({ threshold: 0.5 }), [batchOf([s])]);
   assert.equal(out.samples[0].caption, 'IMG_1.jpg');
   assert.deepEqual(out.samples[0].flags, []);

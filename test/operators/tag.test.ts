@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { firstValueFrom, of, toArray } from 'rxjs';
+import { choosePatches } from '../../src/operators/choose-patches';
 import { embed } from '../../src/operators/embed';
 import type { Batch, Sample } from '../../src/operators/sample';
 import { promptFor, softmax, tag, toTags, zeroShotConfidence } from '../../src/operators/tag';
@@ -86,9 +87,9 @@ test("source 'detector' with a bundle without one fails loudly", async () => {
 
 test('zero-shot: one masked vision call per batch over the top ceil(rho*P) patches; vocabulary encoded once', async () => {
   const bundle = fakeBundle();
-  const op = tag({ bundle, threshold: 0.3, rho: 0.3 });
+  const op = tag({ bundle, threshold: 0.3 });
   const samples = () => [fakeSample(0, starAndRing), fakeSample(1, { objects: [{ label: 'moon', patch: 7 }] })];
-  const out = await run([embed({ bundle }), op], [batchOf(samples()), batchOf(samples())]);
+  const out = await run([embed({ bundle }), choosePatches({ rho: 0.3 }), op], [batchOf(samples()), batchOf(samples())]);
   // embed once and tag once per batch
   assert.deepEqual(bundle.calls.vision.map((c) => c.n), [2, 2, 2, 2]);
   const tagCalls = bundle.calls.vision.filter((c) => c.keep !== undefined);
@@ -108,17 +109,17 @@ test('zero-shot is computed on the kept patches only; tau applies to the softmax
   const bundle = fakeBundle();
   // saliency puts the star's patch first; with one kept patch the ring is out of the picture
   const spec: FakeImage = { ...starAndRing, saliency: Array.from({ length: 16 }, (_, j) => (j === 0 ? 10 : j === 15 ? 5 : 1)) };
-  const [narrow] = await run([embed({ bundle }), tag({ bundle, threshold: 0.3, rho: 1 / 16 })], [batchOf([fakeSample(0, spec)])]);
+  const [narrow] = await run([embed({ bundle }), choosePatches({ rho: 1 / 16 }), tag({ bundle, threshold: 0.3 })], [batchOf([fakeSample(0, spec)])]);
   assert.deepEqual(labels(narrow.samples[0]), ['star']);
   assert.ok(narrow.samples[0].tags![0].score > 0.99);
 
-  const [wide] = await run([embed({ bundle }), tag({ bundle, threshold: 0.3, rho: 1 })], [batchOf([fakeSample(0, spec)])]);
+  const [wide] = await run([embed({ bundle }), choosePatches({ rho: 1 }), tag({ bundle, threshold: 0.3 })], [batchOf([fakeSample(0, spec)])]);
   const t = wide.samples[0].tags!;
   assert.deepEqual(t.map((x) => x.label).sort(), ['ring', 'star']);
   // two equally present objects share the probability mass
   for (const x of t) assert.ok(Math.abs(x.score - 0.5) < 0.01);
 
-  const [strict] = await run([embed({ bundle }), tag({ bundle, threshold: 0.6, rho: 1 })], [batchOf([fakeSample(0, spec)])]);
+  const [strict] = await run([embed({ bundle }), choosePatches({ rho: 1 }), tag({ bundle, threshold: 0.6 })], [batchOf([fakeSample(0, spec)])]);
   assert.deepEqual(strict.samples[0].tags, []);
 });
 
@@ -135,11 +136,11 @@ test('zero-shot without an embed pass encodes the whole image; a failing image i
 
 test("bundles with tags.confidence 'cosine': tau applies to each class's cosine, so several objects pass together", async () => {
   const bundle = fakeBundle({ confidence: 'cosine' });
-  const [out] = await run([embed({ bundle }), tag({ bundle, threshold: 0.6, rho: 1 })], [batchOf([fakeSample(0, starAndRing)])]);
+  const [out] = await run([embed({ bundle }), choosePatches({ rho: 1 }), tag({ bundle, threshold: 0.6 })], [batchOf([fakeSample(0, starAndRing)])]);
   const t = out.samples[0].tags!;
   // the softmax reading splits the mass (about 0.5 each) and tau 0.6 would keep nothing
   assert.deepEqual(t.map((x) => x.label).sort(), ['ring', 'star']);
   for (const x of t) assert.ok(x.score > 0.6 && x.score < 0.9, `cosine ${x.score}`);
-  const [strict] = await run([embed({ bundle }), tag({ bundle, threshold: 0.9, rho: 1 })], [batchOf([fakeSample(0, starAndRing)])]);
+  const [strict] = await run([embed({ bundle }), choosePatches({ rho: 1 }), tag({ bundle, threshold: 0.9 })], [batchOf([fakeSample(0, starAndRing)])]);
   assert.deepEqual(strict.samples[0].tags, []);
 });

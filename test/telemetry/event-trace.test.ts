@@ -8,7 +8,7 @@ import { after, beforeEach, test } from 'node:test';
 import { trace, TraceFlags } from '@opentelemetry/api';
 import { BasicTracerProvider, InMemorySpanExporter, ParentBasedSampler, SimpleSpanProcessor, TraceIdRatioBasedSampler } from '@opentelemetry/sdk-trace-base';
 import { firstValueFrom, of } from 'rxjs';
-import { kill, newSample } from '../../src/operators/sample';
+import { deadLetter, newSample } from '../../src/operators/sample';
 import { stage } from '../../src/operators/stage';
 import { contextOf, invalidTraceparents, parentFromHeaders, setEventTracing, startEventSpan, startLinkedSpan, traceparentOf, linksTo } from '../../src/telemetry/event-trace';
 import { LinkedSampler } from '../../src/telemetry/telemetry';
@@ -86,7 +86,7 @@ test('stage() gives each traced event a child span with the stage\'s decision, a
   const killed = newSample({ ...coord, offset: 2 }, null, null, startEventSpan({ ...coord, offset: 2 }, { traceparent: `00-${TRACE}-${'1'.repeat(16)}-01` }, true));
   const plain = newSample({ ...coord, offset: 3 }, null);
   const op = stage('judge', (b) => {
-    kill(b.samples[1]!, 'decode_error', 'bad bytes');
+    deadLetter(b.samples[1]!, 'decode_error', 'bad bytes');
     return b;
   });
   await firstValueFrom(of({ topic: 't', partition: 0, samples: [traced, killed, plain] }).pipe(op));

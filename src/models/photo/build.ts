@@ -18,6 +18,7 @@ import { join } from 'node:path';
 import { Graph } from '../onnx/graph';
 import { mentions } from '../../text/english';
 import { openSession } from '../session';
+import { prepareImage } from '../preprocess';
 import { WordTokenizer } from '../word-tokenizer';
 import { YoloxDetector } from '../yolox';
 import { calibrateEnrichThreshold, calibrateThumbDistance, cocoNames, meanStd, nearDuplicateForms, rocAuc, round, tuneSoftCap } from './calibrate';
@@ -207,7 +208,7 @@ export async function buildPhotoBundle(outDir: string, opts: PhotoBuildOptions):
   const added: { score: number; right: boolean }[] = [];
   const topScores: number[] = [];
   for (let i = 0; i < cal.length; i++) {
-    const [dets] = await detector.detect([await readFile(cal[i].path)]);
+    const [dets] = await detector.detect([await prepareImage(await readFile(cal[i].path), detector.preprocess)]);
     const best = new Map<string, number>();
     for (const d of dets) {
       const label = cocoNames([d.label])[0];

@@ -5,7 +5,7 @@
 import type { ModelSession } from '../session';
 import { readFile } from 'node:fs/promises';
 import * as ort from 'onnxruntime-node';
-import { preprocessBatch } from '../preprocess';
+import { prepareImage, preprocessBatch } from '../preprocess';
 import type { ImagePreprocess } from '../types';
 import { FEATURE_DIM, PHOTO_VISION_IO, SQUEEZENET, SQUEEZENET_MEAN } from './squeezenet-tower';
 
@@ -38,7 +38,7 @@ export async function photoFeatures(session: ModelSession, paths: (string | Buff
   for (let i = 0; i < paths.length; i += step) {
     const chunk = paths.slice(i, i + step);
     const bufs = await Promise.all(chunk.map((p) => (typeof p === 'string' ? readFile(p) : p)));
-    const { tensor } = await preprocessBatch(bufs, PHOTO_PREPROCESS);
+    const { tensor } = preprocessBatch(await Promise.all(bufs.map((b) => prepareImage(b, PHOTO_PREPROCESS))), PHOTO_PREPROCESS);
     const n = chunk.length * views;
     const input = new Float32Array(n * per);
     for (let k = 0; k < chunk.length; k++) {

@@ -18,6 +18,7 @@ import { loadPhotos, sharedDir, type PhotoItem } from '../../../src/models/photo
 import { classesToAdd } from '../../../src/operators/enrich';
 import { mentions } from '../../../src/text/english';
 import { runModelChain } from '../../helpers/photo-chain';
+import { prepareImages } from '../../../src/models/preprocess';
 
 const shared = sharedDir();
 const noShared = shared ? false : 'skipped: ../shared (photos and models) absent';
@@ -46,13 +47,13 @@ test('the photo bundle loads with its detector, a 13 x 13 grid and calibration, 
     .composite([{ input: await sharp({ create: { width: 160, height: 240, channels: 3, background: { r: 20, g: 40, b: 220 } } }).png().toBuffer(), left: 160, top: 0 }])
     .jpeg()
     .toBuffer();
-  const [enc] = await bundle.vision.encode([img]);
+  const [enc] = await bundle.vision.encode(await prepareImages([img], bundle.vision.preprocess));
   assert.equal(enc.saliency.length, 169);
   assert.ok(Math.abs(enc.saliency.reduce((a, b) => a + b, 0) - 1) < 1e-4);
   assert.ok(Math.abs(Math.hypot(...enc.embedding) - 1) < 1e-4);
   // a keep mask zeroes the dropped patches' saliency and changes the embedding
   const keep = Uint8Array.from({ length: 169 }, (_, j) => (j % 13 < 6 ? 1 : 0));
-  const [masked] = await bundle.vision.encode([img], [keep]);
+  const [masked] = await bundle.vision.encode(await prepareImages([img], bundle.vision.preprocess), [keep]);
   assert.ok(masked.saliency.every((v, j) => keep[j] || v === 0));
   const cos = masked.embedding.reduce((a, v, i) => a + v * enc.embedding[i], 0);
   assert.ok(cos < 0.9999, 'the masked embedding sees only the kept half');
