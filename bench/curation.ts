@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { generateCrawl, writeGenJsonl } from '../src/gen';
 import { BUILTIN_BUNDLE } from '../src/curate/models';
-import { readParquetRows } from '../src/streams/parquet-rows';
+import { readParquetRows } from '../src/streams/shards/parquet-rows';
 import { runTrainer, TRAINER_DEFAULTS } from '../src/train/trainer';
 import { machine, runSqueeze, table, writeResult } from './lib';
 

@@ -26,8 +26,8 @@ import { join } from 'node:path';
 import { AssignerProtocol, Kafka, logLevel, type Admin } from 'kafkajs';
 import { eventFromJsonLine, writeGenJsonl } from '../src/gen';
 import { eventKey } from '../src/cli/produce';
-import { avroCodec, openRegistry, toCrawlEvent } from '../src/streams/registry-codec';
-import { listCommittedPartitions, readCommits, type CommitRecord } from '../src/streams/shard-log';
+import { avroCodec, openRegistry, toCrawlEvent } from '../src/streams/kafka/registry-codec';
+import { listCommittedPartitions, readCommits, type CommitRecord } from '../src/streams/shards/shard-log';
 import { machine, ROOT, table, writeResult } from './lib';
 
 const BIN = join(ROOT, 'bin', 'squeeze.js');

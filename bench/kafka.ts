@@ -9,7 +9,7 @@ import { createInterface } from 'node:readline';
 import { Kafka, logLevel } from 'kafkajs';
 import { eventFromJsonLine, writeGenJsonl } from '../src/gen';
 import { eventKey } from '../src/cli/produce';
-import { avroCodec, openRegistry, toCrawlEvent } from '../src/streams/registry-codec';
+import { avroCodec, openRegistry, toCrawlEvent } from '../src/streams/kafka/registry-codec';
 import { committedEvents, runSqueeze, table, writeResult } from './lib';
 
 const brokers = () => process.env.SQUEEZE_BROKERS!;

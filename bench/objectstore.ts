@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CreateBucketCommand } from '@aws-sdk/client-s3';
 import { writeGenJsonl } from '../src/gen';
-import { s3Client } from '../src/streams/object-store';
+import { s3Client } from '../src/streams/shards/object-store';
 import { committedEvents, runSqueeze, table, writeResult } from './lib';
 
 export async function benchObjectStore(): Promise<void> {

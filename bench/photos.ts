@@ -1,6 +1,6 @@
 /**
  * `npm run bench -- photos`: the default (photo) bundle on real photos that no training or calibration
- * step saw (the eval split of models/photo/data.ts: split by image). Needs a shared/ data directory.
+ * step saw (the eval split of streams/files/shared-photos.ts: split by image). Needs a shared/ data directory.
  *
  * Input: every eval photo once; a quarter with one of its own human captions, the rest with a caption of
  * another eval photo (seeded). Measured:
@@ -24,8 +24,8 @@ import { DuckDBInstance } from '@duckdb/node-api';
 import { PHOTO_BUNDLE } from '../src/curate/models';
 import { Rng } from '../src/gen/rng';
 import { loadBundle } from '../src/models/bundle';
-import { nearDuplicateForms, rocAuc } from '../src/models/photo/calibrate';
-import { loadPhotos, sharedDir, type PhotoItem } from '../src/models/photo/data';
+import { nearDuplicateForms, rocAuc } from '../src/builders/photo/calibrate';
+import { loadPhotos, sharedDir, type PhotoItem } from '../src/streams/files/shared-photos';
 import type { Box } from '../src/models/types';
 import { choosePatches, keepMask, selectPatches } from '../src/operators/choose-patches';
 import { decodeImage } from '../src/operators/decode-image';

@@ -16,7 +16,7 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Kafka, logLevel } from 'kafkajs';
 import { writeGenJsonl } from '../src/gen';
-import { listCommittedPartitions, readCommits, type CommitRecord } from '../src/streams/shard-log';
+import { listCommittedPartitions, readCommits, type CommitRecord } from '../src/streams/shards/shard-log';
 import { committedEvents, machine, ROOT, table, writeResult } from './lib';
 
 const BIN = join(ROOT, 'bin', 'squeeze.js');

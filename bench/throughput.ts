@@ -25,11 +25,11 @@ import { writeGenJsonl } from '../src/gen';
 import { type Batch, newSample, partitionKey, releaseForSink, type Sample } from '../src/operators/sample';
 import { rollShards, type RollInput } from '../src/operators/roll-shards';
 import { StateRegistry } from '../src/operators/state';
-import { openFileSource } from '../src/streams/file-source';
-import { avroCodec, openRegistry, toCrawlEvent } from '../src/streams/registry-codec';
-import { ShardSink } from '../src/streams/shard-sink';
+import { openFileSource } from '../src/streams/files/file-source';
+import { avroCodec, openRegistry, toCrawlEvent } from '../src/streams/kafka/registry-codec';
+import { ShardSink } from '../src/streams/shards/shard-sink';
 import { committedEvents, ROOT, table, writeResult } from './lib';
-import { LocalShardStore } from '../src/streams/shard-store';
+import { LocalShardStore } from '../src/streams/shards/shard-store';
 
 interface Measured {
   events: number;

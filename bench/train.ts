@@ -5,8 +5,8 @@
  */
 import { Rng } from '../src/gen/rng';
 import { BUILTIN_BUNDLE } from '../src/curate/models';
-import { Adam, clipLoss, gatherPatches, imageBackward, imageForwardStem, imageStem, patchCount, patchDim, textBackward, textForward, view } from '../src/models/clip/tiny-clip';
-import { loadSamples, tokenizeAll } from '../src/models/clip/train';
+import { Adam, clipLoss, gatherPatches, imageBackward, imageForwardStem, imageStem, patchCount, patchDim, textBackward, textForward, view } from '../src/train/clip/tiny-clip';
+import { loadSamples, tokenizeAll } from '../src/train/clip/train';
 import { loadTrainable } from '../src/train/builtin-model';
 import { machine, table, writeResult } from './lib';
 

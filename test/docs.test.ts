@@ -4,8 +4,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { test } from 'node:test';
 import { DEAD_REASONS } from '../src/records';
-import { CURATED_ROW_COLUMNS } from '../src/streams/parquet-rows';
-import { readSchema } from '../src/streams/registry-codec';
+import { CURATED_ROW_COLUMNS } from '../src/streams/shards/parquet-rows';
+import { readSchema } from '../src/streams/kafka/registry-codec';
 import { ROOT } from './helpers/cli';
 
 /** GitHub's anchor of a heading: lower case, punctuation dropped, spaces to dashes */

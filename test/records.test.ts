@@ -1,7 +1,7 @@
 /** The TypeScript record types and the Avro schemas describe the same fields. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { readSchema, type SchemaName } from '../src/streams/registry-codec';
+import { readSchema, type SchemaName } from '../src/streams/kafka/registry-codec';
 import type { ControlEvent, CrawlEvent, DeadLetter, ShardManifest } from '../src/records';
 
 // Objects typed as the records: adding or removing a field in src/records.ts breaks compilation here,

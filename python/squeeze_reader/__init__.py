@@ -1,6 +1,6 @@
 """Read the Parquet shards a Squeeze curator committed, in the committed shard sequence.
 
-Layout of an output directory (src/streams/shard-log.ts)::
+Layout of an output directory (src/streams/shards/shard-log.ts)::
 
     <out>/topic=<t>/partition=<p>/<start>-<end>.<attempt>.parquet   curated rows
     <out>/_commits/topic=<t>/partition=<p>/<start>.json             commit record, names the shard

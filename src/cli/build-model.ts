@@ -2,8 +2,8 @@
  * `squeeze build-model --out DIR [--kind photo|shapes] [--seed S]`: trains and exports a bundle,
  * deterministically from the seed.
  * - photo (default; models/photo): the real-photo bundle, LiT on locked SqueezeNet features with YOLOX-nano
- *   (src/models/photo/build.ts); needs the photos and models of a shared/ data directory (SQUEEZE_SHARED).
- * - shapes (models/builtin): the tiny CLIP of the generated crawl (src/models/clip/build.ts).
+ *   (src/builders/photo/build.ts); needs the photos and models of a shared/ data directory (SQUEEZE_SHARED).
+ * - shapes (models/builtin): the tiny CLIP of the generated crawl (src/builders/shapes/build.ts).
  */
 import { existsSync, readdirSync } from 'node:fs';
 import type { Config } from '../config/config';
@@ -20,8 +20,8 @@ export async function buildModelCommand(cfg: Config, local: Record<string, strin
   }
   const progress = (msg: string) => process.stderr.write(`${msg}\n`);
   if (kind === 'photo') {
-    const { sharedDir } = await import('../models/photo/data');
-    const { buildPhotoBundle } = await import('../models/photo/build');
+    const { sharedDir } = await import('../streams/files/shared-photos');
+    const { buildPhotoBundle } = await import('../builders/photo/build');
     const shared = sharedDir();
     if (!shared) throw new UserError('build-model --kind photo needs the photos and models of a shared/ data directory (set SQUEEZE_SHARED to it)');
     const r = await buildPhotoBundle(cfg.out, { shared, seed: cfg.seed, onProgress: progress });
@@ -32,13 +32,13 @@ export async function buildModelCommand(cfg: Config, local: Record<string, strin
     );
     return 0;
   }
-  const { buildBuiltinBundle } = await import('../models/clip/build');
+  const { buildBuiltinBundle } = await import('../builders/shapes/build');
   const r = await buildBuiltinBundle(cfg.out, { seed: cfg.seed, onProgress: progress });
   const m = r.metrics;
   process.stdout.write(
     `squeeze: built ${r.version} in ${r.seconds.toFixed(1)} s under ${cfg.out} ` +
       `(held-out top-1 ${m.heldOutTop1.toFixed(3)}, tag threshold ${m.tagThreshold}; ` +
-      `node dist/src/models/clip/quality.js ${cfg.out} measures it)\n`,
+      `node dist/src/builders/shapes/quality.js ${cfg.out} measures it)\n`,
   );
   return 0;
 }

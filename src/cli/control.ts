@@ -4,8 +4,8 @@
  */
 import type { Config } from '../config/config';
 import type { ControlEvent } from '../records';
-import { publishControl } from '../streams/control';
-import { connectAdmin, createKafka } from '../streams/kafka';
+import { publishControl } from '../streams/kafka/control';
+import { connectAdmin, createKafka } from '../streams/kafka/kafka';
 import { UserError } from './errors';
 
 export function controlEventFrom(local: Record<string, string | boolean | undefined>, now = Date.now()): ControlEvent {

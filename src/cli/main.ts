@@ -8,7 +8,7 @@
  */
 import { parseArgs } from 'node:util';
 import { type Config, ConfigError, loadConfig, maskedConfig } from '../config/config';
-import { ConnectError } from '../streams/reach';
+import { ConnectError } from '../streams/kafka/reach';
 import { UserError } from './errors';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -89,6 +89,8 @@ export async function run(argv: string[]): Promise<number> {
       return (await import('./build-model')).buildModelCommand(cfg, local);
     case 'report':
       return (await import('./report')).reportCommand(cfg, local);
+    case 'export':
+      return (await import('./export')).exportCommand(cfg, local, stopSignal());
     case 'train':
       return withTelemetry(cfg, async () => (await import('./train')).trainCommand(cfg, local, stopSignal()));
     case 'replay': {

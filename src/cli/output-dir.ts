@@ -1,6 +1,6 @@
 import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseS3Url } from '../streams/object-store';
+import { parseS3Url } from '../streams/shards/object-store';
 import { UserError } from './errors';
 
 const SCHEME = /^[a-z][a-z0-9+.-]*:\/\//i;

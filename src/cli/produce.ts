@@ -3,10 +3,10 @@ import { createHash } from 'node:crypto';
 import { type Span, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
 import type { Config } from '../config/config';
 import type { CrawlEvent } from '../records';
-import { openFileSource } from '../streams/file-source';
-import { connectAdmin, createKafka, ensureTopics, type OutMessage, sendChunked } from '../streams/kafka';
+import { openFileSource } from '../streams/files/file-source';
+import { connectAdmin, createKafka, ensureTopics, type OutMessage, sendChunked } from '../streams/kafka/kafka';
 import { eventTracingOn, traceparentOf } from '../telemetry/event-trace';
-import { avroCodec, openRegistry, toCrawlEvent } from '../streams/registry-codec';
+import { avroCodec, openRegistry, toCrawlEvent } from '../streams/kafka/registry-codec';
 import { UserError } from './errors';
 
 /** Key by a stable hash of the image (or its URL) so duplicates share a partition. */

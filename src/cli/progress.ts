@@ -10,7 +10,7 @@
  */
 import type { Config } from '../config/config';
 import type { Curator } from '../curate/curator';
-import type { InputMeter } from '../streams/file-source';
+import type { InputMeter } from '../streams/files/file-record';
 import { recordLag } from '../telemetry/telemetry';
 import { plural } from '../util/plural';
 

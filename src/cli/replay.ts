@@ -1,11 +1,10 @@
 /** `squeeze replay`: re-curate a time or offset range of a topic into a new output directory. */
 import type { Config } from '../config/config';
 import { curateKafka } from '../curate/run-kafka';
-import { connectAdmin, createKafka, highWatermarks, offsetsAtTime } from '../streams/kafka';
+import { connectAdmin, createKafka, highWatermarks, offsetsAtTime } from '../streams/kafka/kafka';
 import { UserError } from './errors';
 import { checkOutputUrl, isEmptyOutput, isObjectStore } from './output-dir';
-import type { S3ShardStore } from '../streams/s3-shard-store';
-import { openShardStore } from '../streams/shard-store';
+import { openShardStore } from '../streams/shards/shard-store';
 import { printSummary, progressReporter } from './progress';
 
 /** Parses `--from`/`--to`: an ISO time or epoch ms (a time), a bare offset, or p:o,p:o pairs. */
@@ -26,7 +25,7 @@ export async function replayRange(cfg: Config, local: Record<string, string | bo
   checkOutputUrl(cfg.out);
   if (isObjectStore(cfg.out)) {
     const store = await openShardStore(cfg.out);
-    if (!(await (store as S3ShardStore).isEmpty())) throw new UserError(`replay writes into a new output; ${cfg.out} already holds commit records`);
+    if (!(await store.isEmpty())) throw new UserError(`replay writes into a new output; ${cfg.out} already holds commit records`);
   } else if (!isEmptyOutput(cfg.out)) throw new UserError(`replay writes into a new output directory; ${cfg.out} is not empty`);
   if (typeof local['state-from'] === 'string') checkOutputUrl(local['state-from'], '--state-from');
   if (typeof local.from !== 'string') throw new UserError('--from TIME|OFFSETS is required');

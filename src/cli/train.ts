@@ -31,9 +31,9 @@ export async function trainCommand(cfg: Config, local: Record<string, string | b
   checkOutputUrl(local.shards, '--shards');
   let source: import('../train/follow').ShardSource | undefined;
   if (isObjectStore(local.shards)) {
-    const { openShardStore } = await import('../streams/shard-store');
-    const { objectStoreSource } = await import('../train/object-store-source');
-    source = objectStoreSource((await openShardStore(local.shards, { readOnly: true })) as import('../streams/s3-shard-store').S3ShardStore);
+    const { openShardStore } = await import('../streams/shards/shard-store');
+    const { storeSource } = await import('../train/follow');
+    source = storeSource(await openShardStore(local.shards, { readOnly: true }));
   } else if (!existsSync(local.shards)) throw new UserError(`--shards ${local.shards}: no such directory`);
   const { lastStepTrace, runTrainer, TRAINER_DEFAULTS } = await import('../train/trainer');
   const { bundleDir } = await import('../curate/models');
@@ -48,8 +48,8 @@ export async function trainCommand(cfg: Config, local: Record<string, string | b
   let announce: ((e: ControlEvent) => Promise<void>) | null = null;
   if (cfg.brokers.length > 0) {
     if (cfg.registry.startsWith('mock://')) throw new UserError('--registry URL is required with --brokers (a real schema registry)');
-    const { connectAdmin, createKafka } = await import('../streams/kafka');
-    const { publishControl } = await import('../streams/control');
+    const { connectAdmin, createKafka } = await import('../streams/kafka/kafka');
+    const { publishControl } = await import('../streams/kafka/control');
     const kafka = createKafka(cfg);
     await (await connectAdmin(kafka, cfg)).disconnect();
     // a control event carries the trace context of the step that produced it (docs/TRACING.md)

@@ -16,9 +16,10 @@ import { type Batch, newSample, partitionKey, type Rejection, releaseForSink, ty
 import { eventChild, linksTo, nowMs, startEventSpan, startLinkedSpan, traceparentOf } from '../telemetry/event-trace';
 import { StateRegistry } from '../operators/state';
 import type { Coord, CrawlEvent } from '../records';
-import { type CommitRecord, FencedError } from '../streams/shard-log';
-import { type CommitResult, ShardSink } from '../streams/shard-sink';
-import { LocalShardStore, type ShardStore } from '../streams/shard-store';
+import { type CommitRecord, FencedError } from '../streams/shards/shard-log';
+import { type CommitResult, ShardSink } from '../streams/shards/shard-sink';
+import { LocalShardStore } from '../streams/shards/shard-store';
+import type { ShardStore } from '../streams/shards/store';
 import type { BundleHolder } from './bundle-holder';
 import type { MixWeightsStore } from './mix-weights';
 import { curationChain } from './pipeline';

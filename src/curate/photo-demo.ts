@@ -1,5 +1,5 @@
 /**
- * The embedded demo on real photos: when a shared/ data directory is present (see models/photo/data.ts),
+ * The embedded demo on real photos: when a shared/ data directory is present (see streams/files/shared-photos.ts),
  * `--demo N` curates N events made from its photos (Flickr8k and COCO) and their human captions, with
  * what a crawl has: a quarter carry the caption of another photo, and one in twenty repeats an earlier
  * photo's bytes. The true pairing is in `attrs.demo_pair` (`true` or `mismatched`) so a user can check
@@ -7,7 +7,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { Rng } from '../gen/rng';
-import { loadPhotos } from '../models/photo/data';
+import { loadPhotos } from '../streams/files/shared-photos';
 import type { CrawlEvent } from '../records';
 
 export function* photoDemoEvents(shared: string, n: number, seed: number): Generator<CrawlEvent> {

@@ -4,15 +4,16 @@
  * to the curator with the record it came from (a JSONL line, a tar sample's .json, a Parquet row), which
  * a dead letter keeps. Re-running over the same --out resumes after the last commit record.
  */
-import { openShardStore } from '../streams/shard-store';
+import { openShardStore } from '../streams/shards/shard-store';
 import { basename } from 'node:path';
 import type { Config } from '../config/config';
 import { generateCrawl } from '../gen';
-import { sharedDir } from '../models/photo/data';
+import { sharedDir } from '../streams/files/shared-photos';
 import { photoDemoEvents } from './photo-demo';
 import type { CrawlEvent } from '../records';
-import { openFileSource, type FileRecord, type InputMeter } from '../streams/file-source';
-import { createImageFetcher } from '../streams/safe-fetch';
+import { openFileSource } from '../streams/files/file-source';
+import { type FileRecord, type InputMeter } from '../streams/files/file-record';
+import { createImageFetcher } from '../streams/fetch/safe-fetch';
 import { Curator, type Inbound } from './curator';
 import { openModels, openWeights } from './models';
 

@@ -16,16 +16,17 @@ import {
   sendChunked,
   type Consumer,
   type Producer,
-} from '../streams/kafka';
-import { openCodecs, openRegistry, type Codecs } from '../streams/registry-codec';
-import { LocalShardStore, openShardStore, type ShardStore } from '../streams/shard-store';
-import type { CommitResult } from '../streams/shard-sink';
+} from '../streams/kafka/kafka';
+import { openCodecs, openRegistry, type Codecs } from '../streams/kafka/registry-codec';
+import { openShardStore } from '../streams/shards/shard-store';
+import type { ShardStore } from '../streams/shards/store';
+import type { CommitResult } from '../streams/shards/shard-sink';
 import { Curator } from './curator';
 import type { Rejection } from '../operators/sample';
 import { makeFetcher } from './run-files';
 import { loadBundle } from '../models/bundle';
 import type { ControlEvent } from '../records';
-import { followControl } from '../streams/control';
+import { followControl } from '../streams/kafka/control';
 import type { BundleHolder } from './bundle-holder';
 import type { MixWeightsStore } from './mix-weights';
 import { openModels, openWeights } from './models';
@@ -96,6 +97,11 @@ export async function curateKafka(cfg: Config, opts: KafkaRunOptions = {}): Prom
 
   let edge: PartitionedConsumer | null = null;
   let lag: number | null = null;
+  // lag: each partition's first offset not yet in a commit record, against the broker's high watermarks.
+  // Partitions this process holds are known from its own commits; the others (other members of the
+  // group) are read from their commit records now and then.
+  const committed = new Map<number, number>();
+  const held = new Set<number>();
   // partitions this process has recovered: --drain waits for its first assignment, so a member whose
   // group still holds a dead member's temporaries recovers (and cleans) its partitions before it exits
   let recoveredPartitions = 0;
@@ -115,13 +121,15 @@ export async function curateKafka(cfg: Config, opts: KafkaRunOptions = {}): Prom
     bundle,
     weights,
     store,
-    onCommit: (r) =>
-      retryTransient(() => afterCommit(r, { producer, consumer, codecs, cfg, commit: !replay }), {
+    onCommit: (r) => {
+      committed.set(r.record.partition, Math.max(committed.get(r.record.partition) ?? 0, r.record.end_offset + 1));
+      return retryTransient(() => afterCommit(r, { producer, consumer, codecs, cfg, commit: !replay }), {
         what: 'publishing a commit',
         signal: opts.signal,
         deadlineMs: cfg.kafka.retryForMs,
         onRetry: retrying(`publishing the commit of ${r.record.topic}[${r.record.partition}]`),
-      }),
+      });
+    },
     onFenced: (topic, partition) => void edge?.reset(topic, partition),
   });
   // a line after each commit as well as every second, so progress never lags the commit records
@@ -130,11 +138,16 @@ export async function curateKafka(cfg: Config, opts: KafkaRunOptions = {}): Prom
     assign: async (topic, partition) => {
       const recovered = await curator.assign(topic, partition);
       recoveredPartitions++;
+      held.add(partition);
+      committed.set(partition, recovered ?? opts.startOffsets?.get(partition) ?? 0);
       if (recovered !== null) return recovered;
       if (stateSource) await restoreFrom(curator, stateSource, topic, partition, opts.startOffsets?.get(partition) ?? 0);
       return opts.startOffsets?.get(partition) ?? null;
     },
-    revoke: (topic, partition) => curator.revoke(topic, partition),
+    revoke: (topic, partition) => {
+      held.delete(partition);
+      return curator.revoke(topic, partition);
+    },
     records: (topic, partition, records) =>
       curator.push(
         topic,
@@ -156,7 +169,6 @@ export async function curateKafka(cfg: Config, opts: KafkaRunOptions = {}): Prom
   };
 
   await edge.start(cfg.kafka.fromBeginning);
-  const remote = !(store instanceof LocalShardStore);
   let lagAt = 0;
   try {
     for (;;) {
@@ -177,11 +189,12 @@ export async function curateKafka(cfg: Config, opts: KafkaRunOptions = {}): Prom
       });
       if (!high) break;
       const ends = opts.endOffsets ?? high;
-      // on an object store each partition's look at its commit records is a LIST request: every 5 s, not every second
-      if (!remote || Date.now() - lagAt >= 5000) {
-        lag = await outstanding(store, cfg.topic, ends, opts.startOffsets);
+      // partitions held elsewhere: their commit records, every 5 s (on an object store a look is a LIST request)
+      if (Date.now() - lagAt >= 5000) {
+        await readCommitted(store, cfg.topic, [...ends.keys()].filter((p) => !held.has(p)), committed, opts.startOffsets);
         lagAt = Date.now();
       }
+      lag = [...ends].reduce((sum, [partition, end]) => sum + Math.max(0, end - (committed.get(partition) ?? opts.startOffsets?.get(partition) ?? 0)), 0);
       opts.onProgress?.(curator, lag);
       // (a member the group gives no partition still stops, after 30 s)
       if ((cfg.drain || replay) && lag === 0 && (recoveredPartitions > 0 || Date.now() - started > 30_000)) break;
@@ -224,15 +237,12 @@ function oversized(value: Buffer | null, max: number): Rejection | null {
   return { reason: 'record_too_large', message: `record is ${value.length} bytes, over limits.maxRecordBytes (${max})` };
 }
 
-/** Records between each partition's last commit record and its end, summed (0 when all are committed). */
-async function outstanding(store: ShardStore, topic: string, ends: Map<number, number>, starts?: Map<number, number>): Promise<number> {
-  let total = 0;
-  for (const [partition, end] of ends) {
+/** Each partition's first offset not yet in a commit record, read from the store into `into`. */
+async function readCommitted(store: ShardStore, topic: string, partitions: number[], into: Map<number, number>, starts?: Map<number, number>): Promise<void> {
+  for (const partition of partitions) {
     const commits = await store.readCommits(topic, partition);
-    const next = commits.length ? commits[commits.length - 1].end_offset + 1 : (starts?.get(partition) ?? 0);
-    total += Math.max(0, end - next);
+    into.set(partition, commits.length ? commits[commits.length - 1].end_offset + 1 : (starts?.get(partition) ?? 0));
   }
-  return total;
 }
 
 async function restoreFrom(curator: Curator, source: ShardStore, topic: string, partition: number, start: number): Promise<void> {

@@ -1,5 +1,5 @@
 /** What happened to every event, from commit records: the numbers progress and the summary print. */
-import type { CommitRecord } from '../streams/shard-log';
+import type { CommitRecord } from '../streams/shards/shard-log';
 import { instruments, recordModelVersion } from '../telemetry/telemetry';
 
 export class Stats {

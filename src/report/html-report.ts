@@ -9,7 +9,7 @@
  * writeFileSync('report.html', htmlReport({ title: 'squeeze-demo', commits, rows }));
  */
 import { sniffFormat } from '../operators/decode-image';
-import type { CommitRecord } from '../streams/shard-log';
+import type { CommitRecord } from '../streams/shards/shard-log';
 import { plural } from '../util/plural';
 
 export interface ReportRow {

@@ -10,9 +10,9 @@ import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { onnx } from 'onnx-proto';
-import { exportText, exportVision } from '../models/clip/export';
-import { type TinyClipConfig, type TinyClipParams, initParams, transpose, view } from '../models/clip/tiny-clip';
-import { DEFAULT_CONFIG, MAX_LOGIT_SCALE } from '../models/clip/train';
+import { exportText, exportVision } from './clip/export';
+import { type TinyClipConfig, type TinyClipParams, initParams, transpose, view } from './clip/tiny-clip';
+import { DEFAULT_CONFIG, MAX_LOGIT_SCALE } from './clip/train';
 
 export interface TrainableBundle {
   dir: string;

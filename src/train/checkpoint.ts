@@ -8,7 +8,7 @@
 import { createHash } from 'node:crypto';
 import { constants as fsc, promises as fs } from 'node:fs';
 import { join } from 'node:path';
-import { fsyncDir } from '../streams/shard-log';
+import { fsyncDir } from '../streams/shards/shard-log';
 
 const MAGIC = 'squeeze-trainer-checkpoint/1\n';
 const KEEP = 2;

@@ -8,8 +8,8 @@ import { BACKGROUND_KINDS, OBJECT_KINDS } from '../gen/index';
 import { correctCaption } from '../gen/captions';
 import type { BackgroundKind } from '../gen/shapes';
 import { hashSeed, Rng } from '../gen/rng';
-import { type StemOutput, type TinyClipParams, imageForwardStem, imageStem, patchCount, patchDim, textForward } from '../models/clip/tiny-clip';
-import { loadSamples, TAG_PROMPT, tokenizeAll } from '../models/clip/train';
+import { type StemOutput, type TinyClipParams, imageForwardStem, imageStem, patchCount, patchDim, textForward } from './clip/tiny-clip';
+import { loadSamples, TAG_PROMPT, tokenizeAll } from './clip/train';
 
 export interface HeldOut {
   n: number;

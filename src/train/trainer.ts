@@ -35,8 +35,8 @@ import {
   textForward,
   type TinyClipParams,
   view,
-} from '../models/clip/tiny-clip';
-import { MAX_LOGIT_SCALE, preprocessBuiltin, tokenizeAll } from '../models/clip/train';
+} from './clip/tiny-clip';
+import { MAX_LOGIT_SCALE, preprocessBuiltin, tokenizeAll } from './clip/train';
 import { BundleError, type TrainableBundle, loadTrainable, publishBundle } from './builtin-model';
 import { latestCheckpoint, writeCheckpoint } from './checkpoint';
 import { type EvalResult, evaluate, type HeldOut, heldOutSet } from './evaluate';

@@ -30,7 +30,7 @@ test('a flag shared by commands is explained for the command asked about', async
   assert.doesNotMatch(await help('gen'), /gallery/, 'gen --help');
   assert.match(await help('report'), /--n N\s+rows in the gallery/);
   const report = await help('report');
-  assert.match(report, /--input PATH\s+a curated output directory/);
+  assert.match(report, /--input PATH\s+a curated output: a directory or s3:/);
   assert.doesNotMatch(report, /JSONL|WebDataset|bundle directory/, 'report --help');
   assert.match(await help('gen'), /--out PATH\s+the JSONL file to write/);
 });
@@ -83,7 +83,7 @@ test('user mistakes print one line, no stack trace, and exit 2', async () => {
     [['replay', '--brokers', '127.0.0.1:1', '--out', '/tmp/never-used-replay'], /--from/],
     [['build-model'], /--out DIR is required/],
     [['report', '--out', '/tmp/x.html'], /--input DIR is required/],
-    [['report', '--input', 'src', '--out', '/tmp/x.html'], /not a curated output directory/],
+    [['report', '--input', 'src', '--out', '/tmp/x.html'], /not a curated output/],
     [['build-model', '--out', 'src'], /holds files other than a bundle's/],
     [['curate', '--out', '/tmp/x', '--demo', '3', '--models', '/nonexistent/bundle'], /no bundle\.json in --models/],
   ];

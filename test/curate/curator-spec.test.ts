@@ -17,8 +17,8 @@ import { loadConfig } from '../../src/config/config';
 import { type Inbound, Curator } from '../../src/curate/curator';
 import { MixWeightsStore } from '../../src/curate/mix-weights';
 import type { CrawlEvent } from '../../src/records';
-import type { CommitRecord, Recovered } from '../../src/streams/shard-log';
-import type { RangeFiles, ShardStore } from '../../src/streams/shard-store';
+import type { CommitRecord, Recovered } from '../../src/streams/shards/shard-log';
+import type { RangeFiles, ShardStore } from '../../src/streams/shards/store';
 import { event } from '../helpers/samples';
 
 /** Keeps committed ranges in memory; `hold()` makes commits wait until `release()`. */
@@ -33,7 +33,16 @@ class FakeStore implements ShardStore {
   uri(rel: string): string {
     return `mem://${rel}`;
   }
+  async partitions(): Promise<{ topic: string; partition: number }[]> {
+    return [];
+  }
   async readCommits(): Promise<CommitRecord[]> {
+    return [];
+  }
+  async isEmpty(): Promise<boolean> {
+    return this.ranges.length === 0;
+  }
+  async readRows(): Promise<Record<string, unknown>[]> {
     return [];
   }
   async recover(): Promise<Recovered> {

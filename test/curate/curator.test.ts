@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { loadConfig } from '../../src/config/config';
 import { curateFiles } from '../../src/curate/run-files';
-import { readCommits } from '../../src/streams/shard-log';
+import { readCommits } from '../../src/streams/shards/shard-log';
 
 test('small --shard-rows gives shards near that size, not the size of the batches records arrive in', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'curator-'));

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import sharp from 'sharp';
 import { loadConfig } from '../../src/config/config';
-import { loadPhotos, sharedDir } from '../../src/models/photo/data';
+import { loadPhotos, sharedDir } from '../../src/streams/files/shared-photos';
 import { curateFiles } from '../../src/curate/run-files';
 import { duckQuery, sqlQuote } from '../helpers/duckdb';
 

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { before, test } from 'node:test';
 import { writeGenJsonl } from '../../src/gen';
-import { readCommits } from '../../src/streams/shard-log';
+import { readCommits } from '../../src/streams/shards/shard-log';
 import { auditOutput } from '../helpers/accounting';
 import { squeeze } from '../helpers/cli';
 import { duckQuery, sqlQuote } from '../helpers/duckdb';

@@ -7,8 +7,8 @@
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join, posix } from 'node:path';
-import { partitionKeys, type S3ShardStore } from '../../src/streams/s3-shard-store';
-import { type CommitRecord, readCommits } from '../../src/streams/shard-log';
+import { partitionKeys, type S3ShardStore } from '../../src/streams/shards/s3-shard-store';
+import { type CommitRecord, readCommits } from '../../src/streams/shards/shard-log';
 import { duckQuery, sqlQuote } from './duckdb';
 
 export interface Audit {

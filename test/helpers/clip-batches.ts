@@ -1,4 +1,4 @@
-import { SeededNormal, type TinyClipConfig } from '../../src/models/clip/tiny-clip';
+import { SeededNormal, type TinyClipConfig } from '../../src/train/clip/tiny-clip';
 
 /** A tiny CLIP configuration for gradient checks: small enough for float64 finite differences. */
 export const TINY_CONFIG: TinyClipConfig = { image: 8, patch: 4, blur: 1, window: 1, hidden: 6, width: 5, embed: 4, vocab: 9, context: 5 };

@@ -36,3 +36,13 @@ export function keptSample(offset: number, opts: { topic?: string; partition?: n
 export function batchOf(samples: Sample[], topic = 't', partition = 0): Batch {
   return { topic, partition, samples };
 }
+
+/** A 4 x 4 patch grid. */
+export const g4 = { rows: 4, cols: 4 };
+
+/** Saliency over P patches where patch j has weight w(j), normalised. */
+export const saliency = (P: number, w: (j: number) => number): Float32Array => {
+  const a = Float32Array.from({ length: P }, (_, j) => w(j));
+  const s = a.reduce((x, y) => x + y, 0);
+  return a.map((x) => x / s);
+};

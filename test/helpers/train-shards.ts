@@ -5,9 +5,10 @@
  */
 import { generateCrawl } from '../../src/gen/index';
 import type { Sample } from '../../src/operators/sample';
-import { ShardSink } from '../../src/streams/shard-sink';
+import { ShardSink } from '../../src/streams/shards/shard-sink';
 import { keptSample } from './samples';
-import { LocalShardStore, type ShardStore } from '../../src/streams/shard-store';
+import { LocalShardStore } from '../../src/streams/shards/shard-store';
+import type { ShardStore } from '../../src/streams/shards/store';
 
 export interface TrainShardOptions {
   out: string;

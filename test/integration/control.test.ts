@@ -10,7 +10,7 @@ import { test } from 'node:test';
 import type { ChildProcess } from 'node:child_process';
 import { DEFAULT_MIX_WEIGHTS, mixScore } from '../../src/operators/mix';
 import { writeGenJsonl } from '../../src/gen';
-import { readCommits } from '../../src/streams/shard-log';
+import { readCommits } from '../../src/streams/shards/shard-log';
 import { squeeze } from '../helpers/cli';
 import { duckQuery, sqlQuote } from '../helpers/duckdb';
 import { BROKERS, createTopic, highWatermarks, REGISTRY, servicesAvailable } from '../helpers/kafka';

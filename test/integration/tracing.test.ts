@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { writeGenJsonl } from '../../src/gen';
-import { readCommits } from '../../src/streams/shard-log';
+import { readCommits } from '../../src/streams/shards/shard-log';
 import { squeeze } from '../helpers/cli';
 import { BROKERS, createTopic, kafka, readTopic, REGISTRY, servicesAvailable } from '../helpers/kafka';
 

@@ -1,15 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { boxPatches, keepMask, objectCoverage, selectPatches } from '../../src/operators/choose-patches';
+import { g4, saliency } from '../helpers/samples';
 
-const g4 = { rows: 4, cols: 4 };
-
-/** Saliency where patch j has weight w(j), normalised. */
-const saliency = (P: number, w: (j: number) => number): Float32Array => {
-  const a = Float32Array.from({ length: P }, (_, j) => w(j));
-  const s = a.reduce((x, y) => x + y, 0);
-  return a.map((x) => x / s);
-};
 
 test('selectPatches keeps exactly ceil(rho * P), the most salient, ascending; ties go to the lower index', () => {
   const sal = saliency(16, (j) => j + 1); // patch 15 most salient

@@ -5,17 +5,9 @@ import sharp from 'sharp';
 import { choosePatches } from '../../src/operators/choose-patches';
 import { blankPatches, condense } from '../../src/operators/condense';
 import type { Batch, Sample } from '../../src/operators/sample';
-import { batchOf, keptSample } from '../helpers/samples';
+import { batchOf, g4, keptSample, saliency } from '../helpers/samples';
 
 const run = async (op: OperatorFunction<Batch, Batch>, batches: Batch[]) => firstValueFrom(of(...batches).pipe(op, toArray()));
-const g4 = { rows: 4, cols: 4 };
-
-/** Saliency where patch j has weight w(j), normalised. */
-const saliency = (P: number, w: (j: number) => number): Float32Array => {
-  const a = Float32Array.from({ length: P }, (_, j) => w(j));
-  const s = a.reduce((x, y) => x + y, 0);
-  return a.map((x) => x / s);
-};
 
 test('blankPatches paints exactly the dropped patches', () => {
   const w = 10;

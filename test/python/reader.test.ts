@@ -5,9 +5,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import type { ShardChunk } from '../../src/operators/roll-shards';
-import { type CommitRecord, listCommittedPartitions, readCommits } from '../../src/streams/shard-log';
-import { ShardSink } from '../../src/streams/shard-sink';
-import { LocalShardStore } from '../../src/streams/shard-store';
+import { type CommitRecord, listCommittedPartitions, readCommits } from '../../src/streams/shards/shard-log';
+import { ShardSink } from '../../src/streams/shards/shard-sink';
+import { LocalShardStore } from '../../src/streams/shards/shard-store';
 import { keptSample } from '../helpers/samples';
 
 // The Python reader (python/squeeze_reader) in a venv of its own: its unit tests, then shards written by ShardSink.

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { histogram, htmlReport, mimeOf, type ReportRow } from '../../src/report/html-report';
-import type { CommitRecord } from '../../src/streams/shard-log';
+import type { CommitRecord } from '../../src/streams/shards/shard-log';
 
 const row = (i: number, over: Partial<ReportRow> = {}): ReportRow => ({
   id: `id-${i}`,
