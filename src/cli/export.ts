@@ -1,6 +1,7 @@
 /**
  * `squeeze export --shards DIR|s3://... --format webdataset --out DIR [--samples-per-tar N] [--blank]
- * [--follow [--poll-ms MS]]`: the committed rows of a curated output as WebDataset tars (src/export).
+ * [--follow [--poll-ms MS]]`: the committed rows of a curated output as WebDataset tars (src/export);
+ * `--format uids --out FILE.npy`: their DataComp uids, for DataComp's resharder.
  */
 import { existsSync } from 'node:fs';
 import type { Config } from '../config/config';
@@ -15,7 +16,7 @@ export async function exportCommand(cfg: Config, local: Record<string, string | 
   if (!cfg.out) throw new UserError('--out DIR is required: where the tars go');
   if (isObjectStore(cfg.out)) throw new UserError('--out: an export goes to a directory (an s3:// output is not supported yet)');
   const format = local.format ?? 'webdataset';
-  if (format !== 'webdataset') throw new UserError(`--format ${String(format)}: the formats are webdataset`);
+  if (format !== 'webdataset' && format !== 'uids') throw new UserError(`--format ${String(format)}: the formats are webdataset and uids`);
   const perTar = local['samples-per-tar'] === undefined ? 1000 : Number(local['samples-per-tar']);
   if (!Number.isInteger(perTar) || perTar < 1) throw new UserError('--samples-per-tar must be a whole number >= 1');
   const pollMs = local['poll-ms'] === undefined ? 2000 : Number(local['poll-ms']);
@@ -26,6 +27,12 @@ export async function exportCommand(cfg: Config, local: Record<string, string | 
   const { exportWebDataset } = await import('../export/webdataset');
   const store = await openShardStore(shards, { readOnly: true });
   if (await store.isEmpty()) throw new UserError(`${shards} has no commit records: not a curated output (or nothing is committed yet)`);
+  if (format === 'uids') {
+    const { exportUids } = await import('../export/uids');
+    const r = await exportUids(store, cfg.out);
+    process.stdout.write(`squeeze: ${cfg.out}: ${plural(r.uids, 'uid')} (copies as repeats) from ${plural(r.rows, 'row')}\n`);
+    return 0;
+  }
   const log = (line: string): void => void process.stderr.write(`${line}\n`);
   for (;;) {
     const r = await exportWebDataset(store, { out: cfg.out, samplesPerTar: perTar, blank: cfg.condense.blank, log, signal });

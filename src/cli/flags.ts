@@ -87,7 +87,7 @@ export const FLAGS: FlagSpec[] = [
   { name: 'follow', path: '@follow', type: 'boolean', help: 'train: keep polling for new commits (SIGINT/SIGTERM stop it after a checkpoint)', helpFor: { export: 'keep polling for new commits and export them as they come (SIGINT/SIGTERM stop it between tars)' }, commands: [...TRAIN, 'export'] },
   { name: 'passes', path: '@passes', type: 'string', arg: 'N', help: 'train: passes (epochs) over the committed shards before the end of input (default 1)', commands: TRAIN },
   { name: 'poll-ms', path: '@poll-ms', type: 'string', arg: 'MS', help: 'train --follow: wait between polls of the commit records (default 2000)', helpFor: { export: 'export --follow: wait between polls of the commit records (default 2000)' }, commands: [...TRAIN, 'export'] },
-  { name: 'format', path: '@format', type: 'string', arg: 'F', help: 'webdataset: tars of <key>.jpg/.txt/.json as img2dataset writes them, for open_clip and the webdataset package (the only format so far)', commands: ['export'] },
+  { name: 'format', path: '@format', type: 'string', arg: 'F', help: 'webdataset (default): tars of <key>.jpg/.txt/.json as img2dataset writes them, for open_clip and the webdataset package; uids: a .npy of DataComp uids (copies as repeats) for DataComp\'s resharder, --out FILE.npy', commands: ['export'] },
   { name: 'samples-per-tar', path: '@samples-per-tar', type: 'string', arg: 'N', help: 'a tar closes at the first commit record that brings it to N samples, copies counted (default 1000)', commands: ['export'] },
   { name: 'train-batch', path: '@train-batch', type: 'string', arg: 'N', help: 'train: samples per step (default 32)', commands: TRAIN },
   { name: 'lr', path: '@lr', type: 'string', arg: 'LR', help: 'train: Adam learning rate (default 0.0005)', commands: TRAIN },
@@ -124,7 +124,7 @@ export const COMMANDS: Record<string, string> = {
   control: 'publish mixing weights or a model version on the control topic (as the trainer does)',
   train: 'follow committed shards and continue training the built-in CLIP; checkpoints, publishes bundles and mixing weights: --shards DIR',
   report: 'an HTML page of a curated output: accounting, score histograms, condensed images with kept patches: --input DIR --out FILE',
-  export: 'the committed rows of a curated output as WebDataset tars for open_clip, copies as samples, incremental: --shards DIR --format webdataset --out DIR',
+  export: 'the committed rows of a curated output as WebDataset tars for open_clip (copies as samples, incremental) or DataComp uids: --shards DIR --format webdataset|uids --out DIR|FILE.npy',
 };
 
 export function helpText(command?: string): string {

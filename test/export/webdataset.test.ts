@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -17,6 +17,7 @@ import { exportWebDataset } from '../../src/export/webdataset';
 import { committedAfter } from '../../src/streams/shards/committed';
 import { LocalShardStore } from '../../src/streams/shards/shard-store';
 import { squeeze } from '../helpers/cli';
+import { PY_ENV, pythonWith } from '../helpers/venv';
 
 const dir = mkdtempSync(join(tmpdir(), 'squeeze-export-'));
 const shards = join(dir, 'shards');
@@ -47,17 +48,6 @@ before(async () => {
   await curate(120);
 });
 
-// the webdataset package in a venv of this test's own
-const venv = join(dir, 'venv');
-const python = join(venv, 'bin', 'python');
-const pyEnv = { ...process.env, PIP_DISABLE_PIP_VERSION_CHECK: '1', PYTHONDONTWRITEBYTECODE: '1' };
-function setUpVenv(): boolean {
-  if (spawnSync('python3', ['-m', 'venv', venv], { encoding: 'utf8', timeout: 60_000 }).status !== 0) return false;
-  const cache = join(tmpdir(), 'squeeze-pip-cache');
-  mkdirSync(cache, { recursive: true });
-  return spawnSync(python, ['-m', 'pip', 'install', '--quiet', '--cache-dir', cache, 'webdataset', 'pillow'], { encoding: 'utf8', timeout: 240_000, env: pyEnv }).status === 0;
-}
-
 const READ = `
 import json, sys, webdataset as wds
 out = []
@@ -87,11 +77,12 @@ test('the webdataset package reads the export: each committed row `copies` times
   const rows = await committedRows();
   const expected = [...rows.values()].reduce((a, r) => a + r.copies, 0);
   assert.equal(second.samples, expected, 'samples = the committed rows\' copies');
-  if (!setUpVenv()) {
+  const python = pythonWith(dir, ['webdataset', 'pillow']);
+  if (!python) {
     t.skip('webdataset reading: skipped, the webdataset package could not be installed (offline?)');
     return;
   }
-  const r = spawnSync(python, ['-c', READ, ...tarsOf(out).map((n) => join(out, n))], { encoding: 'utf8', env: pyEnv, maxBuffer: 64 << 20, timeout: 120_000 });
+  const r = spawnSync(python, ['-c', READ, ...tarsOf(out).map((n) => join(out, n))], { encoding: 'utf8', env: PY_ENV, maxBuffer: 64 << 20, timeout: 120_000 });
   assert.equal(r.status, 0, r.stderr);
   const samples = JSON.parse(r.stdout) as { key: string; id: string; copy: number; caption: string; size: number[]; kept: number[] | null }[];
   assert.equal(samples.length, expected);
