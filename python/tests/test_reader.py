@@ -350,5 +350,42 @@ class WithoutTorchTest(unittest.TestCase):
         self.assertEqual(ds.state_dict(), {"cursor": {}})
 
 
+class FilesystemAndHooksTest(unittest.TestCase):
+    """The same output read through a pyarrow filesystem (the code path of s3:// and fsspec URLs), the
+    committed file list, and the transform hook."""
+
+    def setUp(self):
+        self.root = tempfile.mkdtemp(prefix="squeeze-reader-fs-")
+        self.out, self.sequence, self.corrupt, self.missing = build(self.root)
+
+    def tearDown(self):
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def test_a_filesystem_reads_what_the_directory_reads(self):
+        import pyarrow.fs as pafs
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            local, _ = read_all(SqueezeShards(self.root))
+            remote, _ = read_all(SqueezeShards(self.root, filesystem=pafs.LocalFileSystem()))
+            sub = pafs.SubTreeFileSystem(self.root, pafs.LocalFileSystem())
+            nested, _ = read_all(SqueezeShards("", filesystem=sub))
+        key = lambda xs: [(x["id"], x["copy"], x["source_offset"]) for x in xs]  # noqa: E731
+        self.assertEqual(key(remote), key(local))
+        self.assertEqual(key(nested), key(local))
+        self.assertGreater(len(local), 0)
+
+    def test_committed_files_are_the_committed_shards(self):
+        files = squeeze_reader.committed_files(self.root)
+        self.assertEqual([os.path.relpath(f, self.root).replace(os.sep, "/") for f in files], self.sequence)
+
+    def test_transform_is_applied_to_every_item(self):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            plain, _ = read_all(SqueezeShards(self.root, columns=["id", "caption"]))
+            shouted, _ = read_all(SqueezeShards(self.root, columns=["id", "caption"], transform=lambda x: {**x, "caption": x["caption"].upper()}))
+        self.assertEqual([x["caption"].upper() for x in plain], [x["caption"] for x in shouted])
+
+
 if __name__ == "__main__":
     unittest.main()

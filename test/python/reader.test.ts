@@ -32,9 +32,31 @@ function setUpVenv(): boolean {
   const made = run('python3', ['-m', 'venv', venv], 60_000);
   if (made.status !== 0) return false;
   mkdirSync(pipCache, { recursive: true });
-  const pip = run(python, ['-m', 'pip', 'install', '--quiet', '--cache-dir', pipCache, 'pyarrow'], 180_000);
+  const pip = run(python, ['-m', 'pip', 'install', '--quiet', '--cache-dir', pipCache, 'pyarrow', 'pillow'], 180_000);
   return pip.status === 0;
 }
+
+/** Hugging Face datasets, for as_hf_dataset; false when they cannot be installed. */
+const withDatasets = (): boolean => run(python, ['-m', 'pip', 'install', '--quiet', '--cache-dir', pipCache, 'datasets'], 300_000).status === 0;
+
+const S3 = process.env.SQUEEZE_S3_ENDPOINT ?? '';
+
+const READ_ANY = `
+import json, sys, warnings
+from squeeze_reader import SqueezeShards, committed_files, decode_image
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    items = list(SqueezeShards(sys.argv[1], columns=["id", "image"], transform=decode_image))
+print(json.dumps({"files": committed_files(sys.argv[1]), "items": [[x["id"], x["copy"], list(x["image"].size)] for x in items],
+                  "warnings": [str(w.message) for w in caught]}))
+`;
+
+const READ_HF = `
+import json, sys
+from squeeze_reader import as_hf_dataset
+ds = as_hf_dataset(sys.argv[1])
+print(json.dumps({"rows": len(ds), "ids": sorted(ds["id"]), "first": list(ds[0]["image"].size), "feature": type(ds.features["image"]).__name__}))
+`;
 
 /** One chunk of `copies.length` samples from `from` on; a copies entry null means the sample was filtered. */
 function chunk(topic: string, partition: number, from: number, copies: (number | null)[]): ShardChunk {
@@ -65,7 +87,7 @@ print(json.dumps({
 }))
 `;
 
-test('python reader: unit tests, and shards written by ShardSink read back in the committed order', { timeout: 300_000 }, async (t) => {
+test('python reader: unit tests, and shards written by ShardSink read back in the committed order', { timeout: 900_000 }, async (t) => {
   if (!setUpVenv()) {
     t.skip('python reader: skipped, pyarrow could not be installed (offline?)');
     return;
@@ -138,5 +160,69 @@ test('python reader: unit tests, and shards written by ShardSink read back in th
     assert.equal(new Set(both).size, both.length, 'ranks are disjoint');
     assert.deepEqual(both.sort(), got.items.map(key).sort(), 'ranks together read everything');
     assert.deepEqual(new Set(got.split[0].map(shardOf)), new Set([0, 2, 4]));
+  });
+
+  /** Rows with real JPEG images, committed to `store` in two ranges, with the copies each kept. */
+  const commitPhotos = async (store: LocalShardStore | import('../../src/streams/shards/s3-shard-store').S3ShardStore): Promise<Map<string, number>> => {
+    const sharp = (await import('sharp')).default;
+    const copiesOf = new Map<string, number>();
+    const sink = new ShardSink({ store, configHash: 'cfg', modelVersion: 'm1', deadLetterBytes: 64, compression: 'SNAPPY', now: () => 1000 });
+    for (const [from, copies] of [[0, [1, 2, 0, 1]], [4, [3, 1]]] as const) {
+      const c = chunk('photos', 0, from, [...copies]);
+      for (const [i, s] of c.samples.entries()) {
+        s.image!.bytes = await sharp({ create: { width: 40 + i, height: 30, channels: 3, background: { r: 200, g: 20 * i, b: 40 } } }).jpeg().toBuffer();
+        s.image!.width = 40 + i;
+        s.image!.height = 30;
+        if (s.outcome.kind === 'keep') copiesOf.set(s.event!.id, s.copies);
+      }
+      await sink.commit(c);
+    }
+    return copiesOf;
+  };
+
+  await t.test('decode_image and committed_files on a directory; as_hf_dataset gives decoded images', async (st) => {
+    const out = join(dir, 'photos');
+    const copiesOf = await commitPhotos(new LocalShardStore(out));
+    const r = run(python, ['-c', READ_ANY, out], 60_000);
+    assert.equal(r.status, 0, r.stderr);
+    const got = JSON.parse(r.stdout) as { files: string[]; items: [string, number, number[]][]; warnings: string[] };
+    assert.deepEqual(got.warnings, []);
+    assert.equal(got.files.length, 2);
+    assert.equal(got.items.length, [...copiesOf.values()].reduce((a, b) => a + b, 0));
+    for (const [id, , size] of got.items) {
+      assert.ok(copiesOf.has(id));
+      assert.equal(size[1], 30, 'a decoded PIL image');
+    }
+    if (!withDatasets()) return st.skip('as_hf_dataset: skipped, datasets could not be installed (offline?)');
+    const hf = run(python, ['-c', READ_HF, out], 120_000);
+    assert.equal(hf.status, 0, hf.stderr);
+    const h = JSON.parse(hf.stdout) as { rows: number; ids: string[]; first: number[]; feature: string };
+    assert.equal(h.feature, 'Image');
+    assert.equal(h.rows, copiesOf.size, 'one row per committed row (copies is a column)');
+    assert.deepEqual(h.ids, [...copiesOf.keys()].sort());
+    assert.equal(h.first[1], 30);
+  });
+
+  await t.test('the reader over s3:// reads what was committed to the object store', { skip: S3 ? false : 'skipped: no S3 server (SQUEEZE_S3_ENDPOINT)' }, async () => {
+    const { CreateBucketCommand } = await import('@aws-sdk/client-s3');
+    const { s3Client } = await import('../../src/streams/shards/object-store');
+    const { S3ShardStore } = await import('../../src/streams/shards/s3-shard-store');
+    for (const [k, v] of Object.entries({ AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test' })) process.env[k] ??= v;
+    const bucket = `squeeze-pyreader-${process.pid}-${Date.now()}`;
+    const client = s3Client({ endpoint: S3 });
+    await client.send(new CreateBucketCommand({ Bucket: bucket }));
+    const copiesOf = await commitPhotos(new S3ShardStore({ bucket, prefix: 'run' }, client));
+    const r = spawnSync(python, ['-c', READ_ANY, `s3://${bucket}/run`], {
+      cwd: ROOT, encoding: 'utf8', timeout: 60_000,
+      env: { ...env, AWS_ENDPOINT_URL_S3: S3, AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test', AWS_REGION: 'us-east-1' },
+    });
+    assert.equal(r.status, 0, r.stderr);
+    const got = JSON.parse(r.stdout) as { files: string[]; items: [string, number, number[]][]; warnings: string[] };
+    assert.deepEqual(got.warnings, []);
+    assert.ok(got.files.every((f) => f.startsWith(`s3://${bucket}/run/topic=photos/`)), got.files.join(', '));
+    assert.equal(got.items.length, [...copiesOf.values()].reduce((a, b) => a + b, 0));
+    const seen = new Map<string, number>();
+    for (const [id] of got.items) seen.set(id, (seen.get(id) ?? 0) + 1);
+    for (const [id, k] of copiesOf) assert.equal(seen.get(id) ?? 0, k, id);
   });
 });
