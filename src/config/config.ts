@@ -19,7 +19,7 @@ export const ConfigSchema = z
     imageRoot: z.string().nullable().default(null),
     demo: z.number().int().positive().nullable().default(null),
     /** what --demo curates: real photos when a shared/ data directory is present (auto), or always one kind */
-    demoKind: z.enum(['auto', 'photos', 'generated']).default('auto'),
+    demoKind: z.enum(['auto', 'photos', 'examples', 'generated']).default('auto'),
     out: z.string().nullable().default(null),
     models: z.string().nullable().default(null),
     /** a YOLOX ONNX file (classes file beside it) that adds or replaces the bundle's detector */

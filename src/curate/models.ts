@@ -53,6 +53,12 @@ export async function openModels(cfg: Config): Promise<BundleHolder | null> {
   return new BundleHolder(await loadBundle(dir, { threads: cfg.threads, offThread: cfg.inference === 'worker', detector }));
 }
 
+/** What a run says about its models before it starts: the default photo model is for research use. */
+export function modelNotice(cfg: Config, holder: BundleHolder | null): string | null {
+  if (!holder || bundleDir(cfg.models) !== PHOTO_BUNDLE) return null;
+  return `squeeze: note: the default photo model (${holder.version}) is for research use: its text side was trained on Flickr8k captions (models/photo/NOTICE.md); --models names another bundle`;
+}
+
 /**
  * The mixing weights: a `--mix-weights` file, else the bundle's calibrated ones (its clip_score
  * statistics measured on real data), else the defaults.

@@ -9,13 +9,13 @@ import { basename } from 'node:path';
 import type { Config } from '../config/config';
 import { generateCrawl } from '../gen';
 import { sharedDir } from '../streams/files/shared-photos';
-import { photoDemoEvents } from './photo-demo';
+import { examplePhotos, photoDemoEvents } from './photo-demo';
 import type { CrawlEvent } from '../records';
 import { openFileSource } from '../streams/files/file-source';
 import { type FileRecord, type InputMeter } from '../streams/files/file-record';
 import { createImageFetcher } from '../streams/fetch/safe-fetch';
 import { Curator, type Inbound } from './curator';
-import { openModels, openWeights } from './models';
+import { modelNotice, openModels, openWeights } from './models';
 
 export interface FileRunOptions {
   /** called every second and after each commit, with how much of the input has been read */
@@ -33,7 +33,10 @@ export async function curateFiles(given: Config, opts: FileRunOptions = {}): Pro
     : demoRecords(topic, demo!.events);
   const store = await openShardStore(cfg.out!);
   const bundle = await openModels(cfg);
+  // the demo's first line says what it curates, then the note on the model
   if (demo) process.stderr.write(`squeeze: demo: ${demo.what}\n`);
+  const notice = modelNotice(cfg, bundle);
+  if (notice) process.stderr.write(`${notice}\n`);
   const curator = new Curator(cfg, { fetch: makeFetcher(cfg), bundle, weights: openWeights(cfg, bundle), store });
   const next = (await curator.assign(topic, 0)) ?? 0;
   const progress = (): void => opts.onProgress?.(curator, meter);
@@ -81,16 +84,28 @@ function toInbound(r: FileRecord): Inbound {
 }
 
 /**
- * The demo's events: real photos when a shared/ data directory is present, else the generated crawl
- * (which the photo bundle does not know: without --models the generated demo runs on builtin-shapes).
+ * The demo's events: real photos with human captions, from a shared/ data directory when one is present,
+ * else (or with `--demo-kind examples`) the COCO photos shipped in examples/photos; the generated crawl
+ * with `--demo-kind generated` (which
+ * the photo bundle does not know: without --models the generated demo runs on builtin-shapes).
  */
 export function demoSource(cfg: Config): { events: AsyncIterable<CrawlEvent> | Iterable<CrawlEvent>; what: string; cfg: Config } {
   const n = cfg.demo ?? 200;
-  const shared = cfg.demoKind === 'generated' ? null : sharedDir();
-  if (!shared && cfg.demoKind === 'photos') throw new Error('--demo-kind photos needs a shared/ data directory with photos (set SQUEEZE_SHARED)');
-  if (shared) return { events: photoDemoEvents(shared, n, cfg.seed), what: `${n} real photos with human captions from ${shared}/data (a quarter with another photo's caption)`, cfg };
-  const models = cfg.models ?? 'builtin-shapes';
-  return { events: generateCrawl({ n, seed: cfg.seed }), what: `${n} generated events (no shared/ photos here; models: ${models})`, cfg: { ...cfg, models } };
+  const shared = cfg.demoKind === 'generated' || cfg.demoKind === 'examples' ? null : sharedDir();
+  const models = (dflt: string) => cfg.models ?? dflt;
+  if (shared) {
+    return { events: photoDemoEvents(shared, n, cfg.seed), what: `${n} events from real photos with human captions in ${shared}/data (a quarter with another photo's caption); models: ${models('photo')}`, cfg };
+  }
+  const examples = cfg.demoKind === 'generated' ? [] : examplePhotos();
+  if (examples.length >= 2) {
+    return {
+      events: photoDemoEvents(examples, n, cfg.seed, { brokenEvery: 50 }),
+      what: `${n} events from the ${examples.length} real COCO photos in examples/photos (CC BY 2.0, see its ATTRIBUTION.md) with their human captions; a quarter carry another photo's caption, some repeat a photo, one in fifty is cut short; models: ${models('photo')}`,
+      cfg,
+    };
+  }
+  if (cfg.demoKind === 'photos' || cfg.demoKind === 'examples') throw new Error(`--demo-kind ${cfg.demoKind} needs the example photos (examples/photos)${cfg.demoKind === 'photos' ? ' or a shared/ data directory (SQUEEZE_SHARED)' : ''}`);
+  return { events: generateCrawl({ n, seed: cfg.seed }), what: `${n} generated events (synthetic shapes; models: ${models('builtin-shapes')})`, cfg: { ...cfg, models: models('builtin-shapes') } };
 }
 
 async function* demoRecords(topic: string, events: AsyncIterable<CrawlEvent> | Iterable<CrawlEvent>): AsyncGenerator<FileRecord> {

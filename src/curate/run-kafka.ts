@@ -29,7 +29,7 @@ import type { ControlEvent } from '../records';
 import { followControl } from '../streams/kafka/control';
 import type { BundleHolder } from './bundle-holder';
 import type { MixWeightsStore } from './mix-weights';
-import { openModels, openWeights } from './models';
+import { modelNotice, openModels, openWeights } from './models';
 import { sleep } from '../util/sleep';
 import { retryLogger, retryTransient, TransientError } from '../util/retry';
 import { instruments } from '../telemetry/telemetry';
@@ -88,6 +88,8 @@ export async function curateKafka(cfg: Config, opts: KafkaRunOptions = {}): Prom
   });
 
   const bundle = await openModels(cfg);
+  const notice = modelNotice(cfg, bundle);
+  if (notice) process.stderr.write(`${notice}\n`);
   const weights = openWeights(cfg, bundle);
   const control = await followControl(kafka, cfg.registry, cfg.kafka.controlTopic, (e, headers) => {
     traceControl(e, headers, cfg.kafka.controlTopic);
