@@ -84,8 +84,8 @@ export function printSummary(_cfg: Config, c: Curator): void {
     `squeeze: curated ${plural(s.committedRecords, 'event')} in ${((Date.now() - s.startedAt) / 1000).toFixed(1)} s (${s.rate().toFixed(0)} events/s)` +
       (s.resumedRecords ? `, after ${s.resumedRecords} already committed by an earlier run` : ''),
     `  rows written     ${s.rows} in ${plural(s.shards, 'shard')} (${(s.shardBytes / 1e6).toFixed(1)} MB) under ${out}/topic=*`,
-    `  dead letters     ${s.dead}${fmt(s.deadByReason)} under ${out}/_dlq`,
-    `  filtered         ${s.filtered}${fmt(s.filteredByReason)}`,
+    `  dead letters     ${s.dead}${fmt(s.deadByReason, s.stagesByReason)} under ${out}/_dlq`,
+    `  filtered         ${s.filtered}${fmt(s.filteredByReason, s.stagesByReason)}`,
     `  accounting       ${s.rows} + ${s.dead} + ${s.filtered} = ${s.rows + s.dead + s.filtered} of ${s.committedRecords} events (commit records in ${out}/_commits)`,
   ];
   if (s.fenced) lines.push(`  fenced commits   ${s.fenced} (another curator owned those partitions)`);
@@ -96,7 +96,13 @@ export function printSummary(_cfg: Config, c: Curator): void {
   process.stdout.write(lines.join('\n') + '\n');
 }
 
-function fmt(m: Record<string, number>): string {
+/** "(zero_copies 29 at soft_cap, decode_error 3 at decode_image 2 / embed 1)": counts by reason, with the stages behind them. */
+function fmt(m: Record<string, number>, stages: Record<string, Record<string, number>> = {}): string {
   const e = Object.entries(m).sort((a, b) => b[1] - a[1]);
-  return e.length ? ` (${e.map(([k, v]) => `${k} ${v}`).join(', ')})` : '';
+  const at = (reason: string): string => {
+    const by = Object.entries(stages[reason] ?? {}).sort((a, b) => b[1] - a[1]);
+    if (by.length === 0) return '';
+    return by.length === 1 ? ` at ${by[0][0]}` : ` at ${by.map(([st, n]) => `${st} ${n}`).join(' / ')}`;
+  };
+  return e.length ? ` (${e.map(([k, v]) => `${k} ${v}${at(k)}`).join(', ')})` : '';
 }

@@ -231,6 +231,7 @@ export class Curator {
       : null;
     try {
       const result = await this.sink.commit(chunk, span?.isRecording() ? traceparentOf(span.spanContext()) : null);
+      this.stats.droppedAt(chunk.samples);
       this.stats.committed(result.record);
       const copies = instruments().copies;
       for (const s of chunk.samples) if (s.outcome.kind === 'keep') copies.record(s.copies);

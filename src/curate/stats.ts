@@ -1,4 +1,5 @@
 /** What happened to every event, from commit records: the numbers progress and the summary print. */
+import type { Sample } from '../operators/sample';
 import type { CommitRecord } from '../streams/shards/shard-log';
 import { instruments, recordModelVersion } from '../telemetry/telemetry';
 
@@ -16,6 +17,8 @@ export class Stats {
   readonly deadByReason: Record<string, number> = {};
   readonly filteredByReason: Record<string, number> = {};
   readonly shardFiles: string[] = [];
+  /** which stage dropped how many samples, by reason (this run's commits) */
+  readonly stagesByReason: Record<string, Record<string, number>> = {};
   /** called after each commit record is counted (progress lines) */
   onCommitted: (() => void) | null = null;
 
@@ -43,6 +46,16 @@ export class Stats {
     for (const [k, v] of Object.entries(r.dead_by_reason)) this.deadByReason[k] = (this.deadByReason[k] ?? 0) + v;
     for (const [k, v] of Object.entries(r.filtered_by_reason)) this.filteredByReason[k] = (this.filteredByReason[k] ?? 0) + v;
     this.onCommitted?.();
+  }
+
+  /** Counts the stage behind each dropped sample of a committed chunk. */
+  droppedAt(samples: Sample[]): void {
+    for (const s of samples) {
+      if (s.outcome.kind === 'keep') continue;
+      const by = (this.stagesByReason[s.outcome.reason] ??= {});
+      const stage = s.outcome.stage ?? 'input';
+      by[stage] = (by[stage] ?? 0) + 1;
+    }
   }
 
   restored(_topic: string, _partition: number, commits: CommitRecord[]): void {

@@ -10,8 +10,8 @@ import { InterruptedError, TransientError } from '../util/retry';
 
 export type Outcome =
   | { kind: 'keep' }
-  | { kind: 'dead'; reason: DeadReason; message: string }
-  | { kind: 'filtered'; reason: FilterReason };
+  | { kind: 'dead'; reason: DeadReason; message: string; stage?: string }
+  | { kind: 'filtered'; reason: FilterReason; stage?: string };
 
 /** The decoded image, shared by every later stage (decode once). */
 export interface DecodedImage {

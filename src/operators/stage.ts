@@ -28,7 +28,11 @@ export function stage(name: string, run: (batch: Batch) => Promise<Batch> | Batc
           const end = nowMs();
           out.samples.forEach((s, i) => {
             if (!keptBefore[i]) return;
-            if (s.outcome.kind !== 'keep') instruments().decisions.add(1, { stage: name, outcome: s.outcome.kind, reason: s.outcome.reason });
+            if (s.outcome.kind !== 'keep') {
+              // the stage that dropped it, for the run's summary
+              s.outcome.stage ??= name;
+              instruments().decisions.add(1, { stage: name, outcome: s.outcome.kind, reason: s.outcome.reason });
+            }
             if (s.trace) {
               const attrs: Record<string, string> = { 'squeeze.stage': name, 'squeeze.decision': s.outcome.kind };
               if (s.outcome.kind !== 'keep') attrs['squeeze.reason'] = s.outcome.reason;

@@ -51,7 +51,8 @@ test('squeeze curate --demo on the example photos: says what it curates first, t
   const lines = r.stderr.trim().split('\n');
   assert.match(lines[0], /^squeeze: demo: 80 events from the \d+ real COCO photos in examples\/photos/);
   assert.match(lines[1], /^squeeze: note: the default photo model .* is for research use/);
-  assert.match(r.stdout, /decode_error 1/);
+  assert.match(r.stdout, /decode_error 1 at decode_image/, 'the summary names the stage behind a drop');
+  assert.match(r.stdout, /duplicate_exact \d+ at dedup_exact/);
   const m = /accounting\s+(\d+) \+ (\d+) \+ (\d+) = 80 of 80 events/.exec(r.stdout);
   assert.ok(m, r.stdout);
   assert.ok(Number(m[1]) > 10, `${m[1]} rows`);

@@ -230,7 +230,7 @@ test('default concepts: tag labels plus vocabulary words and phrases in the capt
   const strict = balance({ keepWithoutConcepts: false, concepts: () => [] });
   const s = mk('x');
   const o2 = await firstValueFrom(from([{ topic: 't', partition: 0, samples: [s] }]).pipe(strict));
-  assert.deepEqual(o2.samples[0].outcome, { kind: 'filtered', reason: 'balanced_out' });
+  assert.deepEqual(o2.samples[0].outcome, { kind: 'filtered', reason: 'balanced_out', stage: 'balance' });
 });
 
 test('samples already dropped upstream are neither counted nor decided', async () => {

@@ -445,13 +445,13 @@ test('zero copies are filtered as zero_copies; samples without a score as no_sco
   assert.equal(d.copies, 1);
   assert.deepEqual(g.outcome, { kind: 'filtered', reason: 'duplicate_exact' });
   assert.equal(g.copies, 1);
-  assert.deepEqual(u.outcome, { kind: 'filtered', reason: 'no_score' });
-  assert.deepEqual(l.outcome, { kind: 'filtered', reason: 'zero_copies' });
+  assert.deepEqual(u.outcome, { kind: 'filtered', reason: 'no_score', stage: 'soft_cap' });
+  assert.deepEqual(l.outcome, { kind: 'filtered', reason: 'zero_copies', stage: 'soft_cap' });
   assert.equal(h.outcome.kind, 'keep');
   assert.ok(h.copies > 30);
   assert.equal(c.outcome.kind, 'keep');
   assert.ok(c.copies > 30);
-  assert.deepEqual(m.outcome, { kind: 'filtered', reason: 'zero_copies' });
+  assert.deepEqual(m.outcome, { kind: 'filtered', reason: 'zero_copies', stage: 'soft_cap' });
 
   // a custom score
   const warmed = stream(500, 500, 17)[0].samples;
