@@ -27,7 +27,7 @@ import { loadBundle } from '../src/models/bundle';
 import { nearDuplicateForms, rocAuc } from '../src/builders/photo/calibrate';
 import { loadPhotos, sharedDir, type PhotoItem } from '../src/streams/files/shared-photos';
 import type { Box } from '../src/models/types';
-import { choosePatches, keepMask, selectPatches } from '../src/operators/choose-patches';
+import { boxPatches, choosePatches, keepMask, selectPatches } from '../src/operators/choose-patches';
 import { decodeImage } from '../src/operators/decode-image';
 import { embed } from '../src/operators/embed';
 import { enrich } from '../src/operators/enrich';
@@ -148,19 +148,7 @@ export async function benchPhotos(): Promise<void> {
     const grid = s.model.grid;
     const P = grid.rows * grid.cols;
     const bySaliency = keepMask(selectPatches(s.model.saliency, grid, { rho: 0.5 }), grid);
-    const force: number[] = [];
-    for (const d of dets) {
-      const [bx, by, bw, bh] = d.box;
-      for (let r = 0; r < grid.rows; r++) {
-        for (let c = 0; c < grid.cols; c++) {
-          const x0 = (c * s.image.width) / grid.cols;
-          const x1 = ((c + 1) * s.image.width) / grid.cols;
-          const y0 = (r * s.image.height) / grid.rows;
-          const y1 = ((r + 1) * s.image.height) / grid.rows;
-          if (x0 < bx + bw && x1 > bx && y0 < by + bh && y1 > by) force.push(r * grid.cols + c);
-        }
-      }
-    }
+    const force = dets.flatMap((d) => boxPatches(d.box, grid, s.image!.width, s.image!.height));
     const forced = keepMask(selectPatches(s.model.saliency, grid, { rho: 0.5, force }), grid);
     forcedKept += forced.reduce((a, v) => a + v, 0) / P;
     const order = Array.from({ length: P }, (_, j) => j).sort(() => rng.next() - 0.5);

@@ -7,28 +7,17 @@
  * photo cut short, as crawls do. The true pairing is in `attrs.demo_pair` (`true` or `mismatched`) so a
  * user can check what the scores did. Deterministic from the seed.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Rng } from '../gen/rng';
-import { loadPhotos, type PhotoItem, photoSplit } from '../streams/files/shared-photos';
+import { cocoPhotos, loadPhotos, type PhotoItem } from '../streams/files/shared-photos';
 import type { CrawlEvent } from '../records';
 
 /** Where the repository's example photos are. */
 export const EXAMPLE_PHOTOS = join(__dirname, '..', '..', '..', 'examples', 'photos');
 
 /** The example photos shipped with the repository, with their captions; empty when they are absent. */
-export function examplePhotos(dir = EXAMPLE_PHOTOS): PhotoItem[] {
-  const index = join(dir, 'captions.jsonl');
-  if (!existsSync(index)) return [];
-  return readFileSync(index, 'utf8')
-    .split('\n')
-    .filter((l) => l.trim())
-    .map((l) => JSON.parse(l) as { file: string; captions: string[] })
-    .map((r) => {
-      const key = `coco/${r.file}`;
-      return { key, path: join(dir, r.file), captions: r.captions.map((c) => c.trim()), source: 'coco' as const, split: photoSplit(key) };
-    });
-}
+export const examplePhotos = (dir = EXAMPLE_PHOTOS): PhotoItem[] => cocoPhotos(dir);
 
 export interface PhotoDemoOptions {
   /** one event in `1 / brokenEvery` carries a photo cut short (0: never) */

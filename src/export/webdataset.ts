@@ -23,9 +23,8 @@ import { createHash } from 'node:crypto';
 import { createWriteStream, promises as fs } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import sharp from 'sharp';
 import { pack } from 'tar-stream';
-import { blankPatches } from '../operators/condense';
+import { paintDropped } from '../operators/condense';
 import { advance, type CommittedShard, committedAfter, type Cursor } from '../streams/shards/committed';
 import type { ShardStore } from '../streams/shards/store';
 
@@ -226,14 +225,11 @@ function sampleJson(row: Row, key: string, copy: number): Record<string, unknown
   };
 }
 
-/** The stored image with the patches not kept painted mid grey (as `condense --blank` does), re-encoded. */
+/** The stored image with the patches not kept painted mid grey, as `condense --blank` paints them. */
 async function blank(row: Row): Promise<Buffer> {
   const kept = row.kept_patches as number[] | null;
   if (!kept || !row.grid_rows || !row.grid_cols) return row.image;
-  const { data, info } = await sharp(row.image, { failOn: 'none' }).rotate().removeAlpha().raw().toBuffer({ resolveWithObject: true });
-  blankPatches(data, info.width, info.height, info.channels, { rows: row.grid_rows as number, cols: row.grid_cols as number }, kept, [128, 128, 128]);
-  const img = sharp(data, { raw: { width: info.width, height: info.height, channels: info.channels as 3 } });
-  return row.image_mime === 'image/webp' ? img.webp({ quality: 90 }).toBuffer() : img.jpeg({ quality: 90 }).toBuffer();
+  return paintDropped(row.image, row.image_mime, { rows: row.grid_rows as number, cols: row.grid_cols as number }, kept, [128, 128, 128], 90);
 }
 
 async function writeAtomically(path: string, text: string): Promise<void> {

@@ -81,16 +81,24 @@ function condenseOne(s: Sample & { patches: NonNullable<Sample['patches']> }): v
  * bytes (and flags it) when the result would not be smaller or the image cannot be re-read: blanking
  * only saves storage, the kept indices carry the condensation.
  */
+/**
+ * An encoded image with the patches not in `kept` painted `fill`, re-encoded as WebP when `mime` is WebP,
+ * else as JPEG (same width and height). Also what `squeeze export --blank` writes.
+ */
+export async function paintDropped(bytes: Buffer, mime: string, grid: PatchGrid, kept: number[], fill: [number, number, number], quality: number): Promise<Buffer> {
+  const { data, info } = await sharp(bytes, { failOn: 'none' }).rotate().removeAlpha().raw().toBuffer({ resolveWithObject: true });
+  blankPatches(data, info.width, info.height, info.channels, grid, kept, fill);
+  const raw = sharp(data, { raw: { width: info.width, height: info.height, channels: info.channels as 3 } });
+  return mime === 'image/webp' ? raw.webp({ quality }).toBuffer() : raw.jpeg({ quality }).toBuffer();
+}
+
 async function blankOne(s: Sample, fill: [number, number, number], quality: number): Promise<void> {
   const img = s.image!;
   const c = s.condensed!;
   if (c.kept.length === c.grid.rows * c.grid.cols) return;
   try {
-    const { data, info } = await sharp(img.bytes, { failOn: 'none' }).rotate().removeAlpha().raw().toBuffer({ resolveWithObject: true });
-    blankPatches(data, info.width, info.height, info.channels, c.grid, c.kept, fill);
-    const raw = sharp(data, { raw: { width: info.width, height: info.height, channels: info.channels as 3 } });
     const webp = img.mime === 'image/webp';
-    const out = webp ? await raw.webp({ quality }).toBuffer() : await raw.jpeg({ quality }).toBuffer();
+    const out = await paintDropped(img.bytes, img.mime, c.grid, c.kept, fill, quality);
     if (out.length >= img.bytes.length) {
       s.flags.push('condense_blank_not_smaller');
       return;

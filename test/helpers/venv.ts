@@ -13,8 +13,12 @@ export function pythonWith(dir: string, packages: string[]): string | null {
   const venv = join(dir, 'venv');
   const python = join(venv, 'bin', 'python');
   if (spawnSync('python3', ['-m', 'venv', venv], { encoding: 'utf8', timeout: 60_000 }).status !== 0) return null;
+  return pipInstall(python, packages) ? python : null;
+}
+
+/** Installs more packages into a venv's python; false when they cannot be had. */
+export function pipInstall(python: string, packages: string[], timeoutMs = 300_000): boolean {
   const cache = join(tmpdir(), 'squeeze-pip-cache');
   mkdirSync(cache, { recursive: true });
-  const pip = spawnSync(python, ['-m', 'pip', 'install', '--quiet', '--cache-dir', cache, ...packages], { encoding: 'utf8', timeout: 240_000, env: PY_ENV });
-  return pip.status === 0 ? python : null;
+  return spawnSync(python, ['-m', 'pip', 'install', '--quiet', '--cache-dir', cache, ...packages], { encoding: 'utf8', timeout: timeoutMs, env: PY_ENV }).status === 0;
 }

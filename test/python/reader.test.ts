@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -9,13 +9,13 @@ import { type CommitRecord, listCommittedPartitions, readCommits } from '../../s
 import { ShardSink } from '../../src/streams/shards/shard-sink';
 import { LocalShardStore } from '../../src/streams/shards/shard-store';
 import { keptSample } from '../helpers/samples';
+import { pipInstall, pythonWith } from '../helpers/venv';
 
 // The Python reader (python/squeeze_reader) in a venv of its own: its unit tests, then shards written by ShardSink.
 const ROOT = join(__dirname, '..', '..', '..');
 const dir = mkdtempSync(join(tmpdir(), 'squeeze-pyreader-'));
-const venv = join(dir, 'venv');
-const python = join(venv, process.platform === 'win32' ? 'Scripts' : 'bin', 'python');
-const pipCache = join(tmpdir(), 'squeeze-pip-cache');
+// the venv pythonWith makes
+const python = join(dir, 'venv', 'bin', 'python');
 const env = {
   ...process.env,
   PYTHONPATH: join(ROOT, 'python'),
@@ -28,16 +28,10 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 const run = (cmd: string, args: string[], timeoutMs: number): SpawnSyncReturns<string> =>
   spawnSync(cmd, args, { cwd: ROOT, env, encoding: 'utf8', timeout: timeoutMs, maxBuffer: 64 << 20 });
 
-function setUpVenv(): boolean {
-  const made = run('python3', ['-m', 'venv', venv], 60_000);
-  if (made.status !== 0) return false;
-  mkdirSync(pipCache, { recursive: true });
-  const pip = run(python, ['-m', 'pip', 'install', '--quiet', '--cache-dir', pipCache, 'pyarrow', 'pillow'], 180_000);
-  return pip.status === 0;
-}
+const setUpVenv = (): boolean => pythonWith(dir, ['pyarrow', 'pillow']) === python;
 
 /** Hugging Face datasets, for as_hf_dataset; false when they cannot be installed. */
-const withDatasets = (): boolean => run(python, ['-m', 'pip', 'install', '--quiet', '--cache-dir', pipCache, 'datasets'], 300_000).status === 0;
+const withDatasets = (): boolean => pipInstall(python, ['datasets']);
 
 const S3 = process.env.SQUEEZE_S3_ENDPOINT ?? '';
 

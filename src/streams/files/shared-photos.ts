@@ -64,19 +64,29 @@ export function loadPhotos(shared: string): PhotoItem[] {
       out.push({ key, path, captions: byImage.get(file)!, source: 'flickr8k', split: photoSplit(key) });
     }
   }
-  const coco = join(shared, 'data', 'coco', 'captions.jsonl');
-  if (existsSync(coco)) {
-    const rows = readFileSync(coco, 'utf8')
-      .split('\n')
-      .filter((l) => l.trim())
-      .map((l) => JSON.parse(l) as { file: string; captions: string[] })
-      .sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : 0));
-    for (const r of rows) {
-      const path = join(shared, 'data', 'coco', r.file);
-      if (!existsSync(path) || !Array.isArray(r.captions) || r.captions.length === 0) continue;
-      const key = `coco/${r.file}`;
-      out.push({ key, path, captions: r.captions.map((c) => c.trim()), source: 'coco', split: photoSplit(key) });
-    }
+  out.push(...cocoPhotos(join(shared, 'data', 'coco')));
+  return out;
+}
+
+/**
+ * The COCO photos of a directory with a `captions.jsonl` index (one line per photo: `file`, relative to the
+ * directory, and its `captions`), sorted by file; photos whose file is missing are left out. The shared
+ * data's COCO set and the repository's examples/photos are both in this form.
+ */
+export function cocoPhotos(dir: string): PhotoItem[] {
+  const index = join(dir, 'captions.jsonl');
+  if (!existsSync(index)) return [];
+  const rows = readFileSync(index, 'utf8')
+    .split('\n')
+    .filter((l) => l.trim())
+    .map((l) => JSON.parse(l) as { file: string; captions: string[] })
+    .sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : 0));
+  const out: PhotoItem[] = [];
+  for (const r of rows) {
+    const path = join(dir, r.file);
+    if (!existsSync(path) || !Array.isArray(r.captions) || r.captions.length === 0) continue;
+    const key = `coco/${r.file}`;
+    out.push({ key, path, captions: r.captions.map((c) => c.trim()), source: 'coco', split: photoSplit(key) });
   }
   return out;
 }
